@@ -1,0 +1,51 @@
+"""Pluggable memory models behind one interface (see ``memory_models/base.py``).
+
+``build(name, **config)`` returns a ``MemoryModel``; ``MODEL_NAMES`` lists the valid names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from memory_models.base import MemoryModel, MemoryRecord, MemoryState
+
+# name -> "module:Class"; imported lazily so one model's import cost is not paid by the others.
+_REGISTRY = {
+    "none": "memory_models.feedforward:FeedForward",
+    "lstm": "memory_models.lstm:LSTMMemory",
+    "transformer_xl": "memory_models.transformer_xl:TransformerXL",
+    "expire_span": "memory_models.expire_span:ExpireSpan",
+    "adaptive_span": "memory_models.adaptive_span:AdaptiveSpan",
+    "compressive": "memory_models.compressive:Compressive",
+    "memformer": "memory_models.memformer:Memformer",
+}
+MODEL_NAMES = tuple(_REGISTRY)
+
+
+def model_class(name: str) -> type[MemoryModel]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown memory model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    module_name, class_name = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The options ``build(name, ...)`` accepts, with their defaults."""
+    parameters = inspect.signature(model_class(name).__init__).parameters
+    return {k: p.default for k, p in parameters.items() if k != "self"}
+
+
+def build(name: str, **config: object) -> MemoryModel:
+    """Build the memory model ``name`` with the given options; unknown ones are an error."""
+    options = model_options(name)
+    unknown = sorted(set(config) - set(options))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for memory model {name!r}; "
+            f"valid options: {', '.join(options)}"
+        )
+    return model_class(name)(**config)
+
+
+__all__ = ["MODEL_NAMES", "MemoryModel", "MemoryRecord", "MemoryState", "build", "model_class", "model_options"]
