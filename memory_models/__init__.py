@@ -42,8 +42,7 @@ def build(name: str, **config: object) -> MemoryModel:
     unknown = sorted(set(config) - set(options))
     if unknown:
         raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for memory model {name!r}; "
-            f"valid options: {', '.join(options)}"
+            f"unknown option(s) {', '.join(unknown)} for memory model {name!r}; valid options: {', '.join(options)}"
         )
     return model_class(name)(**config)
 

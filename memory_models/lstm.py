@@ -35,9 +35,7 @@ class LSTMMemory(MemoryModel):
         for t in range(x.shape[1]):
             h_in = x[:, t]  # B x D
             for layer, lstm_cell in enumerate(self.cells):
-                hidden[layer], cell[layer] = lstm_cell(
-                    h_in, (hidden[layer] * keep[:, t], cell[layer] * keep[:, t])
-                )
+                hidden[layer], cell[layer] = lstm_cell(h_in, (hidden[layer] * keep[:, t], cell[layer] * keep[:, t]))
                 h_in = self.dropout(hidden[layer])
             outputs.append(h_in)
         out = torch.stack(outputs, dim=1)  # B x T x D
