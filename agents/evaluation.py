@@ -1,0 +1,55 @@
+"""Evaluation on held-out seeds: one episode in each of N fresh envs, with the same acting step as training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from agents.a2c import act, sample_actions
+from agents.envs import make_batched_env
+from agents.policy import Policy
+
+CHECK_EVERY = 32  # steps between the host checks of whether every episode has finished
+
+
+@torch.no_grad()
+def evaluate(
+    policy: Policy, env_name: str, env_config: dict[str, Any], episodes: int, seed: int, device: torch.device
+) -> dict[str, float]:
+    """Success rate, mean return and mean length of ``episodes`` episodes (env seed ``seed``, policy in eval mode).
+
+    Actions are sampled from the policy with a generator of its own, so evaluating in the middle of
+    training leaves the training run's random streams untouched.
+    """
+    env = make_batched_env(env_name, episodes, device, **env_config)
+    obs, _ = env.reset(seed=seed)
+    generator = torch.Generator(device).manual_seed(seed)
+    first = torch.ones(episodes, dtype=torch.bool, device=device)
+    state = policy.initial_state(episodes, device)
+    finished = torch.zeros(episodes, dtype=torch.bool, device=device)
+    returns = torch.zeros(episodes, device=device)
+    lengths = torch.zeros(episodes, device=device)
+    successes = torch.zeros(episodes, device=device)
+    was_training = policy.training
+    policy.eval()
+    step = 0
+    while True:
+        logits, _, state, _ = act(policy, obs, state, first)
+        obs, _, terminated, truncated, info = env.step(sample_actions(logits, generator))
+        first = terminated | truncated
+        new = first & ~finished  # N: the first episode of this env ended now
+        returns = torch.where(new, info["episode_return"], returns)
+        lengths = torch.where(new, info["episode_length"].to(lengths.dtype), lengths)
+        successes = torch.where(new, info["success"].to(successes.dtype), successes)
+        finished |= first
+        step += 1
+        if step % CHECK_EVERY == 0 and bool(finished.all()):
+            break
+    policy.train(was_training)
+    return {
+        "success": successes.mean().item(),
+        "return": returns.mean().item(),
+        "length": lengths.mean().item(),
+        "episodes": float(episodes),
+    }

@@ -1,0 +1,163 @@
+"""Everything one training run holds (env, policy, optimiser, memory carry) and how it is saved and restored.
+
+The runner (`runners/train_agent.py`) drives ``Trainer.update`` in a loop and does the logging; a
+test can drive the same object directly. Under torchrun every rank builds its own ``Trainer`` with
+its own env batch and seed; DistributedDataParallel averages the gradients, so parameters stay equal.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from agents.a2c import A2C, Carry, Timing, collect
+from agents.envs import make_batched_env
+from agents.episode_stats import EpisodeStats
+from agents.policy import Policy
+from memory_models import MemoryRecord
+from training.checkpoint import restore_rng_states, rng_states
+from training.distributed import World
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+RANK_SEED_STRIDE = 1000  # rank r acts with seed + 1000 r; evaluation seeds start far above (EVAL_SEED_OFFSET)
+EVAL_SEED_OFFSET = 1_000_000_000
+
+
+def check_train_config(train: dict[str, Any]) -> None:
+    """ValueErrors naming the first bad value of the ``[train]`` table."""
+    if train["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train['optimizer']!r}")
+    for key in ("num_envs", "unroll", "steps"):
+        if train[key] < 1:
+            raise ValueError(f"train.{key} must be at least 1, got {train[key]}")
+    for key in ("lr", "grad_clip"):
+        if train[key] <= 0:
+            raise ValueError(f"train.{key} must be positive, got {train[key]}")
+    for key in ("discount", "gae_lambda"):
+        if not 0 <= train[key] <= 1:
+            raise ValueError(f"train.{key} must be in [0, 1], got {train[key]}")
+
+
+def model_options(model_name: str, model_config: dict[str, Any]) -> dict[str, Any]:
+    """The ``[model]`` table's common options plus the chosen model's own sub-table (``[model.<name>]``)."""
+    common = {key: value for key, value in model_config.items() if not isinstance(value, dict)}
+    return {**common, **model_config.get(model_name, {})}
+
+
+def build_policy(vocab_size: int, num_actions: int, model_name: str, config: dict[str, Any]) -> Policy:
+    return Policy(
+        vocab_size,
+        num_actions,
+        embed_dim=config["agent"]["embed_dim"],
+        model_name=model_name,
+        model_config=model_options(model_name, config["model"]),
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One rank's training state: its env batch, the shared policy and optimiser, its memory carry."""
+
+    def __init__(self, env_name: str, model_name: str, config: dict[str, Any], world: World, seed: int):
+        train = config["train"]
+        check_train_config(train)
+        self.env_name, self.model_name, self.config, self.world, self.seed = env_name, model_name, config, world, seed
+        self.num_envs, self.unroll, self.bf16 = train["num_envs"], train["unroll"], train["bf16"]
+        device = world.device
+        seed_everything(seed)  # the same initial parameters on every rank
+        self.env = make_batched_env(env_name, self.num_envs, device, **config["env"])
+        self.policy = build_policy(
+            self.env.single_observation_space.shape[-1], int(self.env.single_action_space.n), model_name, config
+        ).to(device)
+        learner_module = DistributedDataParallel(self.policy) if world.distributed else self.policy
+        self.optimizer = OPTIMIZERS[train["optimizer"]](self.policy.parameters(), lr=train["lr"])
+        self.a2c = A2C(
+            learner_module,
+            self.optimizer,
+            discount=train["discount"],
+            gae_lambda=train["gae_lambda"],
+            entropy_cost=train["entropy_cost"],
+            value_cost=train["value_cost"],
+            grad_clip=train["grad_clip"],
+            bf16=self.bf16,
+        )
+        rank_seed = seed + RANK_SEED_STRIDE * world.rank
+        seed_everything(rank_seed)  # each rank samples its own actions
+        obs, _ = self.env.reset(seed=rank_seed)
+        first = torch.ones(self.num_envs, dtype=torch.bool, device=device)
+        self.carry = Carry(obs=obs, first=first, state=self.policy.initial_state(self.num_envs, device))
+        self.stats = EpisodeStats(self.num_envs, device)
+        self.timing = Timing()
+        self.updates = 0
+
+    @property
+    def steps_per_update(self) -> int:
+        """Agent steps per update over all ranks."""
+        return self.num_envs * self.unroll * self.world.world_size
+
+    @property
+    def global_step(self) -> int:
+        return self.updates * self.steps_per_update
+
+    def update(self) -> tuple[dict[str, Tensor], MemoryRecord]:
+        """Act one window, learn from it; returns the learner's scalars and the window's memory record."""
+        self.policy.train()
+        rollout, self.carry = collect(
+            self.policy, self.env, self.carry, self.unroll, self.stats, self.timing, self.bf16
+        )
+        start = time.perf_counter()
+        metrics, record = self.a2c.update(rollout)
+        self.timing.learning += time.perf_counter() - start
+        self.updates += 1
+        return metrics, record
+
+    def rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: env, memory carry and RNG states."""
+        return {"env": self.env.state_dict(), "carry": self.carry, "rng": rng_states()}
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """Everything a resume needs; collective under torchrun (every rank must call it), complete on rank 0."""
+        ranks = [self.rank_state()]
+        if self.world.distributed:
+            ranks = [None] * self.world.world_size
+            dist.all_gather_object(ranks, self.rank_state())
+        return {
+            "env_name": self.env_name,
+            "model_name": self.model_name,
+            "config": self.config,
+            "seed": self.seed,
+            "world_size": self.world.world_size,
+            "updates": self.updates,
+            "global_step": self.global_step,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ranks": ranks,
+        }
+
+    def load_checkpoint_payload(self, payload: dict[str, Any]) -> None:
+        if payload["world_size"] != self.world.world_size:
+            raise ValueError(
+                f"the checkpoint was written by {payload['world_size']} rank(s); resume it with as many, "
+                f"not {self.world.world_size}"
+            )
+        self.policy.load_state_dict(payload["policy"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        rank = payload["ranks"][self.world.rank]
+        self.env.load_state_dict(rank["env"])
+        carry = rank["carry"]
+        device = self.world.device
+        self.carry = Carry(obs=carry.obs.to(device), first=carry.first.to(device), state=carry.state.to(device))
+        restore_rng_states(rank["rng"])
+        self.updates = payload["updates"]

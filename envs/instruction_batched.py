@@ -1,0 +1,198 @@
+"""The batched torch twin of Instruction (`envs.instruction`), for N envs at once.
+
+State per env: the agent's cell (`x`, `y`), which instructions were `executed` (N x K bool), the
+count of `wrong` speech actions, and the layout. Everything else is a function of the layout and the
+step count t, computed afresh each step: who is away (t_k <= t < t_k + delay), where the cats are
+(border cell (phase + t) mod 16), the instruction and chatter words on the agent's cell.
+
+Observations: the window's 9 flat cell indices are gathered from a grid of cell indices; a shared
+static code grid (0 floor, 1 wall; niches are walls) gives each cell's code, a niche cell takes its
+slot's code instead (2 + c where character c is present, else wall), and cats and the agent-cell words are OR-ed on top.
+"""
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.base import MOVES
+from envs.batched import BatchedWordGridEnv
+from envs.instruction import (
+    CHATTER_PERIOD,
+    SLOTS_PER_ROOM,
+    START,
+    TOPICS,
+    InstructionEnv,
+    niche_cell,
+)
+
+FLOOR, WALL, FIRST_CHARACTER = 0, 1, 2  # cell codes
+
+
+class BatchedInstructionEnv(BatchedWordGridEnv):
+    """N Instruction envs in torch tensors; rules in `envs.instruction`."""
+
+    reference_class = InstructionEnv
+    state_names = ("x", "y", "executed", "wrong")
+
+    def __init__(self, num_envs: int, device: str | torch.device = "cpu", render_mode: str | None = None,
+                 n_rooms: int = 4, n_characters: int = 8, n_instructions: int = 4, delay: int = 300,
+                 wrong_penalty: float = 0.1, n_wanderers: int = 4, chatter_prob: float = 0.5,
+                 max_steps: int = 1000):
+        super().__init__(num_envs, device, render_mode, n_rooms=n_rooms, n_characters=n_characters,
+                         n_instructions=n_instructions, delay=delay, wrong_penalty=wrong_penalty,
+                         n_wanderers=n_wanderers, chatter_prob=chatter_prob, max_steps=max_steps)
+        reference, dev = self.reference, self.device
+        self.x = torch.full((num_envs,), START[0], dtype=torch.int64, device=dev)
+        self.y = torch.full((num_envs,), START[1], dtype=torch.int64, device=dev)
+        self.executed = torch.zeros(num_envs, n_instructions, dtype=torch.bool, device=dev)
+        self.wrong = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self._counts: dict[str, torch.Tensor] = {}
+        self._build_tables(reference)
+
+    def _build_tables(self, reference: InstructionEnv) -> None:
+        """Geometry and word tables, from the reference env's own grid and words."""
+        dev, width, height = self.device, reference.width, reference.height
+
+        def tensor(values: Any, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(values), dtype=dtype, device=dev)
+
+        self._width = width
+        self._cells = torch.arange(height * width, device=dev).view(height, width)  # H x W flat cell index
+        grid = reference.static_grid()
+        self._static = tensor([WALL if grid.get(x, y) else FLOOR for y in range(height) for x in range(width)])
+        self._blocked = self._static != FLOOR  # (H*W,)
+        n_slots = SLOTS_PER_ROOM * reference.n_rooms
+        niches = [niche_cell(slot) for slot in range(n_slots)]
+        cell_slot = np.full(height * width, -1)
+        for slot, (x, y) in enumerate(niches):
+            cell_slot[y * width + x] = slot
+        self._cell_slot = tensor(cell_slot)  # (H*W,) slot index or -1
+        adjacent_slot = np.full(height * width, -1)
+        for slot, (x, y) in enumerate(niches):
+            adjacent_slot[(1 if y == 0 else height - 2) * width + x] = slot  # the floor cell in front of the niche
+        self._adjacent_slot = tensor(adjacent_slot)  # (H*W,) slot index or -1
+        self._border = tensor([[y * width + x for x, y in border] for border in reference.borders])  # R x 16
+        self._dx = tensor([dx for dx, _ in MOVES] + [0] * reference.n_characters)  # per action
+        self._dy = tensor([dy for _, dy in MOVES] + [0] * reference.n_characters)
+        names = reference.names
+        self._cell_words = self.word_table([(), ("wall", "grey"), *((name,) for name in names)])
+        speaker, topic = reference.chatter_speaker, reference.chatter_topic
+        self._chatter = self.word_table([(names[s], TOPICS[w]) if s >= 0 else () for s, w in zip(speaker, topic)])
+        index = reference.word_index
+        self._cat, self._tell = index["cat"], index["tell"]
+        self._to, self._from = index[f"to_{names[0]}"], index[f"from_{names[0]}"]  # the role words run in order
+        self._character_ids = torch.arange(reference.n_characters, device=dev)
+        self._instruction_slots = torch.arange(reference.n_instructions, device=dev)
+
+    # ----- episodes ----------------------------------------------------------------------------------
+
+    def _sample_layouts(self) -> dict[str, torch.Tensor]:
+        reference, n, gen, dev = self.reference, self.num_envs, self.generator, self.device
+        k, c, w, spacing = reference.n_instructions, reference.n_characters, reference.n_wanderers, reference.spacing
+
+        def randint(high: int, *shape: int) -> torch.Tensor:
+            return torch.randint(0, high, (n, *shape), generator=gen, device=dev)
+
+        n_slots = SLOTS_PER_ROOM * reference.n_rooms
+        homes = torch.rand(n, n_slots, generator=gen, device=dev).argsort(1)[:, :c]  # distinct slots
+        targets = randint(c, k)
+        return {
+            "homes": homes,
+            "times": self._instruction_slots * spacing + randint(spacing, k),
+            "targets": targets,
+            "senders": (targets + 1 + randint(c - 1, k)) % c,
+            "wanderer_rooms": randint(reference.n_rooms, w),
+            "wanderer_phases": randint(self._border.shape[1], w),
+            "chatter_offset": randint(CHATTER_PERIOD),
+        }
+
+    def _begin_episodes(self, new: torch.Tensor) -> None:
+        self.x.masked_fill_(new, START[0])
+        self.y.masked_fill_(new, START[1])
+        self.executed.masked_fill_(new.unsqueeze(1), False)
+        self.wrong.masked_fill_(new, 0)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, _ = super().reset(seed=seed, options=options)
+        return obs, self.counters(self.step_count)
+
+    def step(self, actions: torch.Tensor | np.ndarray):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        return obs, reward, terminated, truncated, {**info, **self._counts}
+
+    def counters(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Instruction accuracy so far, per env (N,) int64, with instructions shown up to step count t."""
+        return {
+            "instructions_received": (self.layouts["times"] <= t.unsqueeze(1)).sum(1),
+            "instructions_right": self.executed.sum(1),
+            "instructions_wrong": self.wrong.clone(),
+        }
+
+    # ----- rules -----------------------------------------------------------------------------------------
+
+    def _present(self, t: torch.Tensor) -> torch.Tensor:
+        """N x C bool: which characters stand in their niche at step count t (N,)."""
+        times, t = self.layouts["times"], t.unsqueeze(1)
+        away = (times <= t) & (t < times + self.reference.delay)  # N x K
+        is_target = self.layouts["targets"].unsqueeze(2) == self._character_ids  # N x K x C
+        return ~(is_target & away.unsqueeze(2)).any(1)
+
+    def _transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        t = self.step_count  # the observation the agent acted on
+        layouts = self.layouts
+        speech = actions >= len(MOVES)
+        slot = self._adjacent_slot[self.y * self._width + self.x]  # N, -1 where no niche is adjacent
+        heard = (layouts["homes"] == slot.unsqueeze(1)) & self._present(t)  # N x C, at most one
+        listener = heard.long().argmax(1)
+        pending = (layouts["times"] <= t.unsqueeze(1)) & ~self.executed  # N x K
+        match = (pending & (layouts["targets"] == listener.unsqueeze(1))
+                 & (layouts["senders"] == (actions - len(MOVES)).unsqueeze(1))
+                 & (speech & heard.any(1)).unsqueeze(1))  # N x K
+        self.executed |= match & (match.cumsum(1) == 1)  # the earliest matching instruction
+        right = match.any(1)
+        wrong = speech & ~right
+        self.wrong += wrong
+        reward = torch.where(right, 1.0, torch.where(wrong, -self.reference.wrong_penalty, 0.0))
+        x, y = self.x + self._dx[actions], self.y + self._dy[actions]
+        stay = self._blocked[y * self._width + x]
+        self.x, self.y = torch.where(stay, self.x, x), torch.where(stay, self.y, y)
+        terminated = self.executed.all(1)
+        self._counts = self.counters(t + 1)
+        return reward, terminated, terminated & (self.wrong == 0)
+
+    # ----- observation --------------------------------------------------------------------------------
+
+    def _observe(self) -> torch.Tensor:
+        n, t, layouts = self.num_envs, self.step_count, self.layouts
+        cells = self.window_codes(self._cells, self.x, self.y).view(n, 9)  # flat cell index of the window
+        character_codes = torch.where(self._present(t), FIRST_CHARACTER + self._character_ids, WALL)  # N x C
+        slot_codes = torch.full((n, SLOTS_PER_ROOM * self.reference.n_rooms), WALL, dtype=torch.int64, device=self.device)
+        slot_codes.scatter_(1, layouts["homes"], character_codes)  # N x n_slots; homes are distinct slots
+        slot = self._cell_slot[cells]  # N x 9, -1 where the cell is no niche
+        codes = torch.where(slot >= 0, slot_codes.gather(1, slot.clamp(min=0)), self._static[cells])  # N x 9
+        obs = self.encode_cells(self._cell_words, codes.view(n, 3, 3), self._agent_cell_words(t))
+        border = self._border.shape[1]
+        cats = self._border[layouts["wanderer_rooms"], (layouts["wanderer_phases"] + t.unsqueeze(1)) % border]
+        obs[..., self._cat] |= (cells.unsqueeze(2) == cats.unsqueeze(1)).any(2).view(n, 3, 3).to(torch.int8)
+        return obs
+
+    def _agent_cell_words(self, t: torch.Tensor) -> torch.Tensor:
+        """N x V int8: the instruction shown at step count t (N,), if any, and the chatter."""
+        layouts = self.layouts
+        words = self._chatter.index_select(0, (layouts["chatter_offset"] + t) % CHATTER_PERIOD)  # N x V
+        shown = (layouts["times"] == t.unsqueeze(1)).to(torch.int8)  # N x K
+        words[:, self._tell] |= shown.amax(1)
+        words.scatter_reduce_(1, self._to + layouts["targets"], shown, reduce="amax")
+        words.scatter_reduce_(1, self._from + layouts["senders"], shown, reduce="amax")
+        return words
+
+    def reference_view(self, i: int) -> InstructionEnv:
+        reference = self.reference
+        reference.reset(options={"layout": self.layout(i)})
+        reference.agent_pos = (int(self.x[i]), int(self.y[i]))
+        reference.executed[:] = self.executed[i].cpu().numpy()
+        reference.wrong = int(self.wrong[i])
+        reference.step_count = int(self.step_count[i])
+        reference._place_objects(reference.step_count)
+        return reference

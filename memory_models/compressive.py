@@ -1,0 +1,187 @@
+"""Compressive Transformer (Rae et al. 2020): raw memories, then compressed ones.
+
+Each layer sees its last ``mem_len`` inputs raw (a Transformer-XL cache). Older steps are not
+dropped but compressed: every ``c = compression_rate`` consecutive steps of an episode become one
+slot, by mean pooling (``compression="mean"``) or a learned convolution of kernel and stride c
+(``"conv"``, a linear map of the c members). A query sees the ``cmem_len`` newest slots whose
+steps have all left its raw window, so its reach is ``mem_len + c * cmem_len`` steps.
+
+Details that make the model exact under the project's interface:
+- groups are aligned to the episode start (steps [0, c), [c, 2c), ... of each episode), so an
+  episode sees the same slots whatever came before it and however the sequence is cut into calls;
+  a slot is the distance of its newest step away from a query, and is visible while
+  ``mem_len < distance <= mem_len + c * cmem_len`` (these are exactly the cmem_len newest
+  evicted groups);
+- the raw cache keeps ``mem_len + c - 1`` steps: the members of a group not yet complete stay raw
+  until the group can be compressed;
+- the task loss does not reach the compressor (compressed memories are stop-gradient, like every
+  cached memory); the convolution is trained only by the attention-reconstruction loss: for the
+  groups first compressed in this call, the layer's attention (its parameters detached) from the
+  window's inputs over the raw members versus over the compressed slots, squared error. Mean
+  pooling has nothing to train and reports no such loss.
+
+Cost per step and layer: attention over ``mem_len + T + cmem_len + (mem_len + c - 1 + T) // c`` keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from memory_models.attention import TransformerLayer, contiguous_distance, episode_ages, visible
+from memory_models.base import MemoryModel, MemoryRecord, MemoryState
+
+NEVER = 2**62  # the age of a slot that holds nothing: farther back than any episode reaches
+
+
+@dataclasses.dataclass
+class CompressiveState(MemoryState):
+    memory: list[Tensor]  # per layer B x (mem_len + c - 1) x D: raw layer inputs of the last steps
+    step_age: Tensor  # B x (mem_len + c - 1): each cached step's index in its episode (-1: none)
+    compressed: list[Tensor]  # per layer B x cmem_len x D: compressed slots, oldest first
+    compressed_age: Tensor  # B x cmem_len: steps from each slot's newest member to the last step
+    episode_age: Tensor  # B: steps since the current episode began, at the last step (-1: none yet)
+
+
+def _frozen(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
+    """Call ``module`` with its parameters detached: the result trains nothing in it."""
+    return functional_call(module, {name: p.detach() for name, p in module.named_parameters()}, args, kwargs)
+
+
+class Compressive(MemoryModel):
+    def __init__(
+        self,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        dropout: float = 0.0,
+        mem_len: int = 100,
+        cmem_len: int = 50,
+        compression_rate: int = 2,
+        compression: str = "mean",
+    ):
+        """mem_len: raw steps; cmem_len: compressed slots; compression_rate: steps per slot (c);
+        compression: "mean" (pooling) or "conv" (learned, trained by the reconstruction loss)."""
+        super().__init__()
+        if compression not in ("mean", "conv"):
+            raise ValueError(f"compression must be 'mean' or 'conv', got {compression!r}")
+        if mem_len < 1 or cmem_len < 1 or compression_rate < 1:
+            raise ValueError("mem_len, cmem_len and compression_rate must be at least 1")
+        self.d_model, self.n_layers = d_model, n_layers
+        self.mem_len, self.cmem_len, self.rate = mem_len, cmem_len, compression_rate
+        self.cache_len = mem_len + compression_rate - 1
+        self.reach = mem_len + cmem_len * compression_rate
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, n_heads, dropout, n_positions=self.reach + 1) for _ in range(n_layers)
+        )
+        self.compressors = None
+        if compression == "conv":
+            self.compressors = nn.ModuleList(
+                nn.Linear(compression_rate * d_model, d_model) for _ in range(n_layers)
+            )
+        self.out_norm = nn.LayerNorm(d_model)
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> CompressiveState:
+        dtype = self.out_norm.weight.dtype
+
+        def zeros(length: int) -> list[Tensor]:
+            return [torch.zeros(batch_size, length, self.d_model, device=device, dtype=dtype) for _ in self.layers]
+
+        return CompressiveState(
+            memory=zeros(self.cache_len),
+            step_age=torch.full((batch_size, self.cache_len), -1, device=device, dtype=torch.long),
+            compressed=zeros(self.cmem_len),
+            compressed_age=torch.full((batch_size, self.cmem_len), NEVER, device=device, dtype=torch.long),
+            episode_age=torch.full((batch_size,), -1, device=device, dtype=torch.long),
+        )
+
+    def compress(self, layer: int, members: Tensor) -> Tensor:
+        """B x G x c x D groups of raw memories -> B x G x D slots."""
+        if self.compressors is None:
+            return members.mean(dim=2)
+        return self.compressors[layer](members.flatten(2))
+
+    def forward(
+        self, x: Tensor, state: CompressiveState, first: Tensor
+    ) -> tuple[Tensor, CompressiveState, MemoryRecord]:
+        batch, steps, width = x.shape
+        mem_len, rate, n_cached = self.mem_len, self.rate, self.cache_len
+        n_context = n_cached + steps
+        ages = episode_ages(first, state.episode_age)  # B x T
+        step_age = torch.cat([state.step_age, ages], dim=1)  # B x N
+
+        # Candidate groups: c consecutive steps of one episode starting at an index divisible by c.
+        head, tail = step_age[:, : n_context - rate + 1], step_age[:, rate - 1 :]  # B x (N - c + 1)
+        complete = (head >= 0) & (head % rate == 0) & (tail == head + rate - 1)
+        start = torch.argsort((~complete).to(torch.uint8), dim=1, stable=True)[:, : n_context // rate]  # B x G
+        valid = complete.gather(1, start)  # B x G
+        newest = start + rate - 1  # B x G: context column of each group's newest step
+        members = (start[:, :, None] + torch.arange(rate, device=x.device)).flatten(1)  # B x (G * c)
+
+        query = torch.arange(steps, device=x.device)[None, :, None]  # 1 x T x 1
+        raw_distance = contiguous_distance(mem_len, steps, x.device).expand(batch, -1, -1)  # B x T x (M + T)
+        slot_distance = torch.cat(
+            [state.compressed_age[:, None, :] + 1 + query, n_cached + query - newest[:, None, :]], dim=2
+        )  # B x T x (S + G)
+        slot_valid = torch.cat([state.compressed_age < NEVER, valid], dim=1)  # B x (S + G)
+        distance = torch.cat([raw_distance, slot_distance], dim=2)  # B x T x keys
+        allowed = torch.cat(
+            [
+                visible(raw_distance, ages, mem_len),
+                visible(slot_distance, ages, self.reach) & (slot_distance > mem_len) & slot_valid[:, None, :],
+            ],
+            dim=2,
+        )  # B x T x keys
+        # Groups whose newest step leaves the raw window during this call get the reconstruction loss.
+        fresh = valid & (newest + mem_len + 1 < n_context)  # B x G
+        fresh_members = torch.zeros_like(step_age).scatter_add(1, members, fresh.repeat_interleave(rate, 1).long())
+
+        h, memory, compressed, aux_loss = x, [], [], x.new_zeros(())
+        for index, (layer, cache, slots) in enumerate(zip(self.layers, state.memory, state.compressed)):
+            context = torch.cat([cache, h], dim=1)  # B x N x D
+            member_inputs = context.detach().gather(1, members[:, :, None].expand(-1, -1, width))
+            new_slots = self.compress(index, member_inputs.unflatten(1, (-1, rate)))  # B x G x D
+            keys = torch.cat([context[:, n_cached - mem_len :], slots, new_slots.detach()], dim=1)
+            if self.compressors is not None:
+                aux_loss = aux_loss + self._reconstruction_loss(
+                    layer, h, context, fresh_members > 0, new_slots, fresh
+                )
+            memory.append(context[:, -n_cached:].detach())
+            compressed.append(torch.cat([slots, new_slots.detach()], dim=1))  # B x (S + G) x D
+            h = layer(h, keys, distance, allowed)  # B x T x D
+
+        # Slots whose first step leaves the raw cache now are kept compressed: the cmem_len newest.
+        pool_age = torch.cat([state.compressed_age + steps, n_context - 1 - newest], dim=1)  # B x (S + G)
+        storable = torch.cat([state.compressed_age < NEVER, valid & (start < steps)], dim=1)
+        order = torch.argsort(storable.to(torch.uint8), dim=1, stable=True)[:, -self.cmem_len :]  # B x S
+        compressed_age = torch.where(storable.gather(1, order), pool_age.gather(1, order), NEVER)
+        compressed = [pool.gather(1, order[:, :, None].expand(-1, -1, width)) for pool in compressed]
+
+        size = (allowed & (distance > 0)).sum(-1).to(x.dtype).mean()  # same reach in every layer
+        record = MemoryRecord(
+            aux_loss=aux_loss,
+            memory_size=size.expand(self.n_layers),
+            spans=x.new_full((self.n_layers, batch, steps), float(self.reach)),
+        )
+        next_state = CompressiveState(memory, step_age[:, -n_cached:], compressed, compressed_age, ages[:, -1])
+        return self.out_norm(h), next_state, record
+
+    @staticmethod
+    def _reconstruction_loss(
+        layer: TransformerLayer, h: Tensor, context: Tensor, raw_mask: Tensor, slots: Tensor, slot_mask: Tensor
+    ) -> Tensor:
+        """Squared error between attention over raw members and over their compressed slots.
+
+        Everything but ``slots`` is detached, and so are the layer's parameters: the loss trains
+        the compressor alone. raw_mask: B x N members to compress; slot_mask: B x G their slots.
+        """
+        query = layer.attention_input(h).detach()  # B x T x D
+        raw = layer.attention_input(context).detach()  # B x N x D
+        compressed = _frozen(layer.norm1, slots) if layer.pre_norm else slots  # B x G x D
+        target = _frozen(layer.attention, query, raw, allowed=raw_mask[:, None, :])
+        predicted = _frozen(layer.attention, query, compressed, allowed=slot_mask[:, None, :])
+        return (predicted - target).pow(2).mean()

@@ -1,0 +1,151 @@
+"""Expire-Span (Sukhbaatar et al. 2021, section 4): every memory predicts how long it is kept.
+
+Each layer gives each memory ``h_i`` a span ``e_i = L * sigmoid(w . h_i + b)`` (eq. 3; eq. 8 divides
+the logit by the ramp R for very large L), shared by the heads. A query ``d = t - i`` steps later
+weighs the memory with the soft mask ``m = clamp(1 + (e_i - d) / R, 0, 1)`` (eq. 5) and the
+attention is renormalised (eq. 4). Once ``d >= e_i + R`` the memory is expired for good and is
+physically removed from the cache at the end of the call (block parallel), so compute and
+memory shrink with the learned spans. Per row the cache is compacted to its live memories and
+padded to the longest row; a memory lives fewer than L + R steps, so a cache never holds more
+than ``L + R - 1`` memories and attention never more than ``L + R - 1 + T`` keys.
+
+Training details of section 4.2 and A.1:
+- the span loss ``alpha * e_i / T`` (eq. 7) is applied to a memory while a query of the current
+  call sees it inside the ramp (``0 < m < 1``), the moment the task loss gives ``e_i`` its
+  gradient ("Loss Computation"); each memory spends R steps in the ramp, hence the 1 / R;
+- spans are recomputed from the cached inputs with the current weights at every call;
+- in training mode, a length ``l ~ U(0, L)`` drawn per call hides keys more than l steps back
+  (``shorten``, "Regularization");
+- spans start small: ``w = 0`` and ``b = init_bias`` (A.1);
+- relative position terms only for the nearest ``pos_len`` steps (A.1; a fixed length rather than
+  the block size, so results do not depend on how a sequence is cut into windows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from memory_models.attention import TransformerLayer, episode_ages, visible
+from memory_models.base import MemoryModel, MemoryRecord, MemoryState
+
+
+@dataclasses.dataclass
+class ExpireSpanState(MemoryState):
+    memory: list[Tensor]  # per layer B x M_l x D: the live memories (layer inputs); M_l varies
+    memory_age: list[Tensor]  # per layer B x M_l: steps from each memory to the last step
+    episode_age: Tensor  # B: steps since the current episode began, at the last step (-1: none yet)
+
+
+def expire_mask(spans: Tensor, distance: Tensor, ramp: float) -> Tensor:
+    """Soft mask m = clamp(1 + (e - d) / R, 0, 1); spans B x M, distance B x T x M -> B x T x M."""
+    return (1 + (spans[:, None, :] - distance) / ramp).clamp(0, 1)
+
+
+def ramp_loss(spans: Tensor, mask: Tensor, allowed: Tensor, ramp: float) -> Tensor:
+    """Sum over rows of e_i / R for every (query, memory) pair inside the ramp (0 < m < 1).
+
+    Only pairs a query may attend to count: there the task loss also reaches e_i through m.
+    """
+    in_ramp = allowed & (mask > 0) & (mask < 1)  # B x T x M
+    return (spans[:, None, :] * in_ramp).sum() / ramp
+
+
+class ExpireSpan(MemoryModel):
+    def __init__(
+        self,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        dropout: float = 0.0,
+        max_span: int = 200,
+        ramp: int = 16,
+        loss_coef: float = 5e-6,
+        init_bias: float = -2.0,
+        shorten: bool = True,
+        stable_spans: bool = False,
+        pos_len: int = 128,
+    ):
+        """max_span: L; ramp: R; loss_coef: alpha; init_bias: initial logit of e / L; shorten: random
+        memory shortening in training mode; stable_spans: eq. 8, e = L * sigmoid((w . h + b) / R);
+        pos_len: how many of the nearest steps get relative position terms."""
+        super().__init__()
+        if max_span < 1 or ramp < 1:
+            raise ValueError(f"max_span and ramp must be at least 1, got {max_span} and {ramp}")
+        self.d_model, self.n_layers = d_model, n_layers
+        self.max_span, self.ramp, self.loss_coef, self.shorten = max_span, ramp, loss_coef, shorten
+        self.logit_scale = 1.0 / ramp if stable_spans else 1.0
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, n_heads, dropout, n_positions=pos_len) for _ in range(n_layers)
+        )
+        self.span_predictors = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(n_layers))
+        for predictor in self.span_predictors:
+            nn.init.zeros_(predictor.weight)
+            nn.init.constant_(predictor.bias, init_bias / self.logit_scale)
+        self.out_norm = nn.LayerNorm(d_model)
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> ExpireSpanState:
+        dtype = self.out_norm.weight.dtype
+        return ExpireSpanState(
+            memory=[torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype) for _ in self.layers],
+            memory_age=[torch.zeros(batch_size, 0, device=device, dtype=torch.long) for _ in self.layers],
+            episode_age=torch.full((batch_size,), -1, device=device, dtype=torch.long),
+        )
+
+    def spans(self, layer: int, memory: Tensor) -> Tensor:
+        """B x M expire-spans e_i of the memories B x M x D at ``layer``."""
+        logits = self.span_predictors[layer](self.layers[layer].attention_input(memory)).squeeze(-1)
+        return self.max_span * torch.sigmoid(logits * self.logit_scale)
+
+    def keeps(self, last_distance: Tensor, spans: Tensor, episode_age: Tensor) -> Tensor:
+        """B x M bool: memories a later query may still see.
+
+        last_distance: B x M steps from each memory to the last step; spans: B x M; episode_age: B.
+        A memory stays while its mask at the next step is above zero and it lies in the episode
+        of the last step (an episode start only hides more).
+        """
+        return (last_distance + 1 < spans + self.ramp) & (last_distance <= episode_age[:, None])
+
+    def forward(
+        self, x: Tensor, state: ExpireSpanState, first: Tensor
+    ) -> tuple[Tensor, ExpireSpanState, MemoryRecord]:
+        batch, steps = x.shape[:2]
+        ages = episode_ages(first, state.episode_age)  # B x T
+        query = torch.arange(steps, device=x.device)  # T
+        limit = None
+        if self.training and self.shorten:
+            limit = torch.rand((), device=x.device) * self.max_span  # one l ~ U(0, L) per call
+        h, aux_loss, sizes, new_spans, kept = x, x.new_zeros(()), [], [], []
+        for index, (layer, cache, cache_age) in enumerate(zip(self.layers, state.memory, state.memory_age)):
+            context = torch.cat([cache, h], dim=1)  # B x (M + T) x D
+            window_offset = -query.expand(batch, steps)  # B x T: key j is j steps after query 0
+            offset = torch.cat([cache_age + 1, window_offset], dim=1)  # B x (M + T): distance to query 0
+            distance = offset[:, None, :] + query[None, :, None]  # B x T x (M + T)
+            spans = self.spans(index, context)  # B x (M + T)
+            mask = expire_mask(spans, distance, self.ramp)  # B x T x (M + T)
+            allowed = visible(distance, ages, limit)  # B x T x (M + T)
+            h = layer(h, context, distance, allowed, mask.unsqueeze(1))  # B x T x D
+            aux_loss = aux_loss + self.loss_coef * ramp_loss(spans, mask, allowed, self.ramp) / (batch * steps)
+            sizes.append((allowed & (distance > 0) & (mask > 0)).sum(-1).to(x.dtype).mean())
+            new_spans.append(spans[:, -steps:].detach())
+            last_distance = offset + steps - 1  # B x (M + T): distance to the last query
+            kept.append((context.detach(), last_distance, self.keeps(last_distance, spans.detach(), ages[:, -1])))
+        memory, memory_age = self._compact(kept)
+        record = MemoryRecord(aux_loss=aux_loss, memory_size=torch.stack(sizes), spans=torch.stack(new_spans))
+        return self.out_norm(h), ExpireSpanState(memory, memory_age, ages[:, -1]), record
+
+    @staticmethod
+    def _compact(kept: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per layer, move each row's live memories to the front and cut every row to the longest.
+
+        One host sync for all layers: the new cache lengths are sizes the next call allocates.
+        """
+        lengths = torch.stack([keep.sum(1).max() for _, _, keep in kept]).tolist()
+        memory, memory_age = [], []
+        for (context, last_distance, keep), length in zip(kept, lengths):
+            order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :length]  # B x M'
+            memory.append(context.gather(1, order[:, :, None].expand(-1, -1, context.shape[-1])))
+            memory_age.append(last_distance.gather(1, order))
+        return memory, memory_age

@@ -1,0 +1,201 @@
+"""Train an actor-critic agent with a memory model on a memory gridworld.
+
+    python runners/train_agent.py --env corridor                      # quick Corridor preset, expire_span
+    python runners/train_agent.py --env corridor --model none         # the memoryless baseline
+    python runners/train_agent.py --env portal --config configs/portal.toml --device cuda
+    python runners/train_agent.py --env corridor --set train.lr=3e-4 --set model.n_layers=3
+    torchrun --nproc_per_node 2 runners/train_agent.py --env corridor  # data-parallel, one env batch per rank
+    python runners/train_agent.py --resume runs/<run>/checkpoint.pt   # continue exactly where it stopped
+
+Each run writes TensorBoard logs and checkpoints into one directory, <logdir>/<env>-<model>-seed<S>-<time>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import memory_models
+from agents.envs import ENV_IDS
+from agents.evaluation import evaluate
+from agents.rollout_video import play_episodes, write_animation
+from agents.trainer import EVAL_SEED_OFFSET, Trainer
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import ConfigError, resolve
+from training.distributed import World, close_world, init_world
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_MODEL = "expire_span"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def preset_path(env: str) -> Path:
+    """The env's quick preset: the default config and the schema every other config must fit."""
+    return CONFIG_DIR / f"{env}_quick.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env", choices=tuple(ENV_IDS), help="the task (required unless --resume)")
+    parser.add_argument("--model", choices=memory_models.MODEL_NAMES, help=f"memory model (default {DEFAULT_MODEL})")
+    parser.add_argument("--config", type=Path, help="TOML file merged onto the env's quick preset")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--steps", type=int, help="total agent steps over all ranks (default: the config's steps)")
+    parser.add_argument("--logdir", type=Path, default=Path("runs"), help="parent of the run directory (default runs)")
+    parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run that wrote CHECKPOINT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and tests)")
+    return parser
+
+
+def run_directory(logdir: Path, env: str, model: str, seed: int) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = logdir / f"{env}-{model}-seed{seed}-{stamp}"
+    run_dir, suffix = base, 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = base.with_name(f"{base.name}-{suffix}")
+    return run_dir
+
+
+def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Trainer, World]:
+    """Check every input and build the trainer; any bad input stops here, before anything is written."""
+    try:
+        payload = load_checkpoint(args.resume) if args.resume else None
+        if payload is None and args.env is None:
+            parser.error("--env is required (valid: " + ", ".join(ENV_IDS) + ") unless --resume is given")
+        if payload is not None:
+            for flag in ("env", "model", "config"):
+                if getattr(args, flag) is not None:
+                    parser.error(f"--{flag} cannot be combined with --resume: the checkpoint holds the run's settings")
+            env, model, seed = payload["env_name"], payload["model_name"], payload["seed"]
+            config = payload["config"]
+            if args.set:
+                parser.error("--set cannot be combined with --resume: the checkpoint holds the run's settings")
+        else:
+            env, model, seed = args.env, args.model or DEFAULT_MODEL, args.seed
+            config = resolve(preset_path(env), args.config, args.set)
+        if args.steps is not None:
+            if args.steps < 1:
+                parser.error(f"--steps must be at least 1, got {args.steps}")
+            config["train"]["steps"] = args.steps
+        world = init_world(args.device)
+        trainer = Trainer(env, model, config, world, seed)
+        if payload is not None:
+            trainer.load_checkpoint_payload(payload)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return trainer, world
+
+
+def log_scalars(writer, trainer: Trainer, metrics: dict, record, episodes: dict | None, seconds: float) -> None:
+    step = trainer.global_step
+    for name, value in metrics.items():
+        writer.add_scalar(name, value.item(), step)
+    writer.add_scalar("train/learning_rate", trainer.optimizer.param_groups[0]["lr"], step)
+    for layer, size in enumerate(record.memory_size.tolist()):
+        writer.add_scalar(f"memory/size_layer{layer}", size, step)
+    if record.spans is not None:
+        for layer, spans in enumerate(record.spans.float()):
+            writer.add_histogram(f"memory/spans_layer{layer}", spans.flatten(), step)
+    if episodes is not None:
+        for name in ("return", "success", "length"):
+            writer.add_scalar(f"episode/{name}", episodes[name], step)
+    timing = trainer.timing
+    steps = trainer.config["log"]["every_updates"] * trainer.steps_per_update
+    writer.add_scalar("speed/steps_per_s", steps / seconds, step)
+    for phase in ("acting", "env", "learning"):
+        phase_seconds = getattr(timing, phase)
+        writer.add_scalar(f"speed/{phase}_steps_per_s", steps / max(phase_seconds, 1e-9), step)
+        writer.add_scalar(f"speed/{phase}_share", phase_seconds / seconds, step)
+        setattr(timing, phase, 0.0)
+
+
+def log_evaluation(writer, trainer: Trainer, run_dir: Path) -> dict[str, float]:
+    """Held-out success and return, and one rendered rollout (its frames in TensorBoard, the GIF in the run dir)."""
+    config, seed = trainer.config, EVAL_SEED_OFFSET + trainer.seed
+    results = evaluate(
+        trainer.policy, trainer.env_name, config["env"], config["log"]["eval_episodes"], seed, trainer.world.device
+    )
+    step = trainer.global_step
+    for name in ("return", "success", "length"):
+        writer.add_scalar(f"eval/{name}", results[name], step)
+    frames = play_episodes(trainer.policy, trainer.env_name, config["env"], episodes=1, seed=seed)
+    picks = torch.linspace(0, len(frames) - 1, min(len(frames), 16)).long().tolist()
+    writer.add_images("eval/rollout_frames", torch.from_numpy(frames[picks]), step, dataformats="NHWC")
+    write_animation(frames, run_dir / f"rollout-step{step}.gif")
+    return results
+
+
+def train(trainer: Trainer, world: World, run_dir: Path, progress: bool) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    log = trainer.config["log"]
+    total = trainer.config["train"]["steps"]
+    writer = SummaryWriter(run_dir) if world.is_main else None
+    bar = tqdm(total=total, initial=trainer.global_step, unit="step", disable=not (progress and world.is_main))
+    checkpoint = run_dir / CHECKPOINT_NAME
+    evaluating = writer is not None and log["eval_episodes"] > 0
+    interval_start = time.perf_counter()
+    while trainer.global_step < total:
+        metrics, record = trainer.update()
+        bar.update(trainer.steps_per_update)
+        if trainer.updates % log["every_updates"] == 0:
+            episodes = trainer.stats.read()
+            seconds = time.perf_counter() - interval_start
+            if writer is not None:
+                log_scalars(writer, trainer, metrics, record, episodes, seconds)
+            sps = log["every_updates"] * trainer.steps_per_update / seconds
+            postfix = {"steps/s": f"{sps:,.0f}"}
+            if episodes is not None:
+                postfix.update({"return": f"{episodes['return']:.2f}", "success": f"{episodes['success']:.0%}"})
+            bar.set_postfix(postfix)
+            interval_start = time.perf_counter()
+        if trainer.updates % log["checkpoint_every_updates"] == 0:
+            save(trainer, world, checkpoint)
+        if evaluating and trainer.updates % log["eval_every_updates"] == 0:
+            log_evaluation(writer, trainer, run_dir)
+            interval_start = time.perf_counter()  # steps/s measures training alone
+    bar.close()
+    save(trainer, world, checkpoint)
+    if evaluating:
+        results = log_evaluation(writer, trainer, run_dir)
+        print(
+            f"held-out evaluation ({results['episodes']:.0f} episodes): success {results['success']:.1%}, "
+            f"return {results['return']:.3f}; checkpoint {checkpoint}"
+        )
+    if writer is not None:
+        writer.close()
+
+
+def save(trainer: Trainer, world: World, path: Path) -> None:
+    payload = trainer.checkpoint_payload()  # collective: every rank takes part
+    if world.is_main:
+        save_checkpoint(path, payload)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    trainer, world = setup(args, parser)
+    if args.resume:
+        run_dir = args.resume.parent  # a resumed run goes on logging beside its checkpoint
+    else:
+        run_dir = run_directory(args.logdir, trainer.env_name, trainer.model_name, trainer.seed)
+    try:
+        train(trainer, world, run_dir, progress=not args.no_progress)
+    finally:
+        close_world(world)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
