@@ -12,12 +12,14 @@ its next episode within that step; the returned obs is the new episode's first o
 "episode_return" (float32), "episode_length" (int64) and "success" (bool), meaningful where
 `terminated | truncated`.
 
-Episode layouts: `_sample_layouts()` draws a layout for every env with `self.generator` (one
-tensor per key of the reference's `layout_space`, with a leading N dimension); at each step the
-envs that ended take the freshly drawn rows (`torch.where`), the others keep theirs. So the cost of
-drawing a layout is paid for all N envs at every step: keep layouts small (tens to hundreds of
-numbers per env). `layout(i)` returns env i's current layout as numpy arrays, which the reference
-accepts through `reset(options={"layout": ...})`.
+Episode layouts: `_sample_layouts()` draws a layout for every env with `self.generator`, as a dict
+of tensors with a leading N dimension; at each step the envs that ended take the freshly drawn rows
+(`torch.where`), the others keep theirs. So the cost of drawing a layout is paid for all N envs at
+every step: keep layouts small (tens to hundreds of numbers per env, or pack them: Portal keeps its
+door bits in one int64). `layout(i)` returns env i's current layout as numpy arrays in the form of the
+reference's `layout_space`, which its `reset(options={"layout": ...})` accepts; by default the twin
+stores one tensor per key of `layout_space`, and a twin that stores its layouts in another form
+(Corridor keeps a start-state number) overrides `layout(i)` to convert.
 
 A task subclass defines:
   `reference_class`; `state_names` (its own per-env state tensors, attributes of the instance, saved
@@ -77,7 +79,6 @@ class BatchedWordGridEnv(VectorEnv):
         self.step_count = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.episode_return = torch.zeros(num_envs, dtype=torch.float32, device=self.device)
         self.layouts: dict[str, torch.Tensor] = {}
-        self._bit_shifts = torch.arange(62, device=self.device)
 
     # ----- what a task defines -----------------------------------------------------------------------
 
@@ -168,14 +169,6 @@ class BatchedWordGridEnv(VectorEnv):
         if self.render_mode is None or not self.layouts:
             return None
         return self.reference_view(0).render()
-
-    def random_bits(self, width: int) -> torch.Tensor:
-        """N x width fair random bits (int64 0/1) from the generator, 62 per draw: far cheaper than
-        `torch.randint(0, 2, ...)` per bit."""
-        draws = torch.randint(
-            0, 2**62, (self.num_envs, -(-width // 62), 1), generator=self.generator, device=self.device
-        )  # N x words x 1
-        return ((draws >> self._bit_shifts) & 1).flatten(1)[:, :width]
 
     # ----- checkpointing -------------------------------------------------------------------------------
 

@@ -1,25 +1,35 @@
 """The batched torch twin of Corridor (`envs.corridor`), for N envs at once.
 
-State per env: the agent's column `x` (1..n; it never leaves row 2) and the layout (`length`, `cue`,
-`north_door`). The 3x3 window depends only on min(x - 1, 2) (how far the cue and the west wall are),
-min(n - x, 2) (how far the junction is), the cue colour and the door order: 36 windows, tabulated
-once from the reference env's own observations, then looked up with one `index_select`.
+A Corridor episode is a walk on few states: the corridor length n, the colours (2 cue + north_door,
+0..3) and the agent's column x (1..n; it never leaves row 2). The twin numbers every such state,
+tabulates the rules once over all of them (next state, reward, terminated, success for each of the
+four actions; the observation window of each state), and then steps all N envs with a handful of
+table lookups: a step costs about 25 small torch ops, whatever N is. The tables grow as
+max_length squared (80,388 states for the default U(3, 200)), so the twin accepts max_length up to
+`MAX_LENGTH`.
+
+Each env's state is `state` (N,); its layout is the start state of its episode, `layouts["start"]`,
+which `layout(i)` decodes into the reference's `length`, `cue`, `north_door`. The observation depends
+on min(x - 1, 2) (how far the cue and the west wall are), min(n - x, 2) (how far the junction is)
+and the colours: 36 windows, drawn once from the reference env's own observations.
 """
 
 import numpy as np
 import torch
 
 from envs.batched import BatchedWordGridEnv
+from envs.checks import check_int
 from envs.corridor import CORRIDOR_ROW, CorridorEnv
 
-MOVE_DX = (0, 1, 0, -1)  # per action: north, east, south, west
+MOVE_DX = np.array([0, 1, 0, -1])  # per action: north, east, south, west
+MAX_LENGTH = 1000
 
 
 class BatchedCorridorEnv(BatchedWordGridEnv):
     """N Corridor envs in torch tensors; rules in `envs.corridor`."""
 
     reference_class = CorridorEnv
-    state_names = ("x",)
+    state_names = ("state",)
 
     def __init__(
         self,
@@ -30,59 +40,93 @@ class BatchedCorridorEnv(BatchedWordGridEnv):
         max_length: int = 200,
         max_steps: int = 1000,
     ):
+        check_int("max_length", max_length, 3, MAX_LENGTH)
         super().__init__(
             num_envs, device, render_mode, min_length=min_length, max_length=max_length, max_steps=max_steps
         )
-        self.x = torch.ones(num_envs, dtype=torch.int64, device=self.device)
-        self._dx = torch.tensor(MOVE_DX, device=self.device)
-        self._vertical = torch.tensor([True, False, True, False], device=self.device)
+        self._number_states(min_length, max_length)
+        self._tabulate_rules()
         self._windows = self._tabulate_windows()  # 36 x 9V
+        self.state = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+
+    def _number_states(self, low: int, high: int) -> None:
+        """State s <-> (n, colours, x): the states of length n are a block of 4 n, colours-major."""
+        lengths = np.arange(low, high + 1)
+        sizes = 4 * lengths
+        self._first_state = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # per length
+        self.length_of = np.repeat(lengths, sizes)  # per state
+        within = np.arange(sizes.sum()) - np.repeat(self._first_state, sizes)
+        self.colours_of, self.x_of = within // self.length_of, within % self.length_of + 1
+        starts = self._first_state[:, None] + np.arange(4)[None, :] * lengths[:, None]  # x = 1; n x colours
+        self._starts = torch.as_tensor(starts.reshape(-1), device=self.device)
+
+    def _tabulate_rules(self) -> None:
+        """Next state, reward, terminated and success of every (state, action), as flat tables indexed
+        4 state + action; the window of every state."""
+        n, x, colours = self.length_of[:, None], self.x_of[:, None], self.colours_of[:, None]
+        cue, north_door = colours >> 1, colours & 1
+        actions = np.arange(4)[None, :]
+        terminated = (x == n) & (actions % 2 == 0)  # north or south at the junction: a door
+        success = terminated & (actions == 2 * (north_door ^ cue))  # north wins iff it has the cue colour
+        x_next = np.clip(x + MOVE_DX[actions], 1, n)
+        state = np.arange(len(self.x_of))[:, None]
+
+        def table(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(values.reshape(-1), dtype=dtype, device=self.device)
+
+        self._next = table(state + x_next - x, torch.int64)
+        self._reward = table(success, torch.float32)
+        self._terminated = table(terminated, torch.bool)
+        self._success = table(success, torch.bool)
+        window = 12 * np.minimum(x - 1, 2) + 4 * np.minimum(n - x, 2) + colours
+        self._window_of = table(window, torch.int64)
 
     def _tabulate_windows(self) -> torch.Tensor:
-        """Window k = 12 min(x-1, 2) + 4 min(n-x, 2) + 2 cue + north_door, from the reference env."""
+        """Window 12 min(x-1, 2) + 4 min(n-x, 2) + 2 cue + north_door, from the reference env."""
         reference, windows = self.reference, []
         blank = np.zeros(reference.observation_space.shape, dtype=np.int8)
         for west in range(3):
             for east in range(3):
-                for cue in range(2):
-                    for north in range(2):
-                        if west + east < 2:  # n = 1 + west + east >= 3: these never occur
-                            windows.append(blank)
-                            continue
-                        x = 1 + west
-                        reference.layout = {"length": x + east, "cue": cue, "north_door": north}
-                        reference._gen_grid(reference.width, reference.height)
-                        reference.agent_pos = (x, CORRIDOR_ROW)
-                        windows.append(reference.gen_obs())
+                for colours in range(4):
+                    if west + east < 2:  # n = 1 + west + east >= 3: these never occur
+                        windows.append(blank)
+                        continue
+                    x = 1 + west
+                    reference.layout = {"length": x + east, "cue": colours >> 1, "north_door": colours & 1}
+                    reference._gen_grid(reference.width, reference.height)
+                    reference.agent_pos = (x, CORRIDOR_ROW)
+                    windows.append(reference.gen_obs())
         return self.window_table(windows)
 
     def _sample_layouts(self) -> dict[str, torch.Tensor]:
-        low, high = self.reference.min_length, self.reference.max_length
         draw = torch.randint(
-            0, 4 * (high - low + 1), (self.num_envs,), generator=self.generator, device=self.device
-        )  # one draw holds the door order, the cue and the length
-        return {"length": (draw >> 2) + low, "cue": (draw >> 1) & 1, "north_door": draw & 1}
+            0, len(self._starts), (self.num_envs,), generator=self.generator, device=self.device
+        )  # uniform over (length, colours)
+        return {"start": self._starts.index_select(0, draw)}
 
     def _begin_episodes(self, new: torch.Tensor) -> None:
-        self.x.masked_fill_(new, 1)
+        self.state = torch.where(new, self.layouts["start"], self.state)
 
     def _transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        length = self.layouts["length"]
-        winning_action = (self.layouts["north_door"] ^ self.layouts["cue"]) * 2  # 0 north, 2 south
-        terminated = (self.x == length) & self._vertical.index_select(0, actions)  # a door at the junction
-        success = terminated & (actions == winning_action)
-        self.x = torch.minimum((self.x + self._dx.index_select(0, actions)).clamp_(min=1), length)
-        return success.float(), terminated, success
+        flat = torch.add(actions, self.state, alpha=4)  # N
+        self.state = self._next.index_select(0, flat)
+        reward, terminated = self._reward.index_select(0, flat), self._terminated.index_select(0, flat)
+        return reward, terminated, self._success.index_select(0, flat)
 
     def _observe(self) -> torch.Tensor:
-        west = (self.x - 1).clamp_(max=2)
-        east = (self.layouts["length"] - self.x).clamp_(max=2)
-        index = torch.add(self.layouts["north_door"], self.layouts["cue"], alpha=2)  # N
-        index = torch.add(index.add_(west, alpha=12), east, alpha=4)
-        return self.encode_windows(self._windows, index)
+        return self.encode_windows(self._windows, self._window_of.index_select(0, self.state))
+
+    def layout(self, i: int) -> dict[str, np.ndarray]:
+        start = int(self.layouts["start"][i])
+        colours = self.colours_of[start]
+        return {
+            "length": np.array(self.length_of[start], dtype=np.int64),
+            "cue": np.array(colours >> 1, dtype=np.int64),
+            "north_door": np.array(colours & 1, dtype=np.int64),
+        }
 
     def reference_view(self, i: int) -> CorridorEnv:
         self.reference.reset(options={"layout": self.layout(i)})
-        self.reference.agent_pos = (int(self.x[i]), CORRIDOR_ROW)
+        self.reference.agent_pos = (int(self.x_of[int(self.state[i])]), CORRIDOR_ROW)
         self.reference.step_count = int(self.step_count[i])
         return self.reference

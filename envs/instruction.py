@@ -8,9 +8,11 @@ Rules:
 - Characters: `n_characters` (default 8) of butler, guard, cook, merchant, knight, wizard, priest,
   farmer (in that order), each standing in a niche of a room's north or south wall. Every room has 4
   niche slots: the 2nd and 4th cells of its north wall and of its south wall (slot 4 r + j of room r:
-  j = 0, 1 north, j = 2, 3 south, west first), so each floor cell touches at most one niche. Which
-  slot each character has is drawn per episode (distinct slots, uniform). A character's niche reads
-  as its name (e.g. `butler`); while the character is away, it reads as a wall. Niches block moves.
+  j = 0, 1 north, j = 2, 3 south, west first), so each floor cell touches at most one niche. Where
+  the characters stand is drawn per episode, uniformly among `PLACEMENTS` (16384) random placements
+  in distinct slots, a fixed table drawn once from a fixed seed (cheap to draw for many envs at once).
+  A character's niche reads as its name (e.g. `butler`); while the character is away, it reads as a
+  wall. Niches block moves.
 - Actions: 0 north, 1 east, 2 south, 3 west (moving into a wall or a niche leaves the agent in
   place), then one speech action per character, `4 + s` = `say_<s>`: "tell the character next to me
   that character s wants to see them".
@@ -49,6 +51,7 @@ each character; `times`, `targets`, `senders` (n_instructions,) the schedule; `w
 room's north-west floor cell, clockwise); `chatter_offset` (scalar).
 """
 
+import functools
 import numbers
 from typing import Any, SupportsFloat
 
@@ -71,7 +74,8 @@ NICHE_Y = (0, GRID_HEIGHT - 1)  # north wall, south wall
 SLOTS_PER_ROOM = len(NICHE_DX) * len(NICHE_Y)
 START = (ROOM_PITCH // 2, DOORWAY_Y)  # centre of the first room
 CHATTER_PERIOD = 1024
-CHATTER_SEED = 0
+PLACEMENTS = 16384
+TABLE_SEED = 0  # the fixed chatter and placement tables are drawn from it
 
 
 def niche_cell(slot: int) -> tuple[int, int]:
@@ -91,9 +95,16 @@ def border_cells(room: int) -> list[tuple[int, int]]:
     return north + east + south + west
 
 
+@functools.cache
+def placement_table(n_slots: int, n_characters: int) -> np.ndarray:
+    """PLACEMENTS x n_characters: fixed random placements of the characters in distinct niche slots."""
+    rng = np.random.default_rng(TABLE_SEED)
+    return rng.random((PLACEMENTS, n_slots)).argsort(1)[:, :n_characters]
+
+
 def chatter_table(n_characters: int, chatter_prob: float) -> tuple[np.ndarray, np.ndarray]:
     """The fixed chatter: speaker (-1 for no chatter) and topic of each of the CHATTER_PERIOD entries."""
-    rng = np.random.default_rng(CHATTER_SEED)
+    rng = np.random.default_rng(TABLE_SEED)
     speaks = rng.random(CHATTER_PERIOD) < chatter_prob
     speaker = np.where(speaks, rng.integers(n_characters, size=CHATTER_PERIOD), -1)
     return speaker, rng.integers(len(TOPICS), size=CHATTER_PERIOD)
@@ -167,10 +178,12 @@ class InstructionEnv(WordGridEnv):
             "chatter_offset": ints(CHATTER_PERIOD - 1),
         })
         self.chatter_speaker, self.chatter_topic = chatter_table(n_characters, chatter_prob)
+        self.placements = placement_table(n_slots, n_characters)
         self.characters = [Character(c) for c in range(n_characters)]
         self.wanderers = [Wanderer() for _ in range(n_wanderers)]
         self.borders = [border_cells(room) for room in range(n_rooms)]
-        self.executed = np.zeros(n_instructions, dtype=bool)
+        self.schedule: list[tuple[int, int, int]] = []  # per instruction: (time, target, sender)
+        self.executed: list[bool] = []  # per instruction
         self.wrong = 0
 
     # ----- episode ------------------------------------------------------------------------------------
@@ -179,7 +192,7 @@ class InstructionEnv(WordGridEnv):
         k, c, w = self.n_instructions, self.n_characters, self.n_wanderers
         targets = rng.integers(c, size=k)
         return {
-            "homes": rng.permutation(SLOTS_PER_ROOM * self.n_rooms)[:c],
+            "homes": self.placements[rng.integers(PLACEMENTS)],
             "times": np.arange(k) * self.spacing + rng.integers(self.spacing, size=k),
             "targets": targets,
             "senders": (targets + 1 + rng.integers(c - 1, size=k)) % c,
@@ -200,33 +213,35 @@ class InstructionEnv(WordGridEnv):
         return grid
 
     def _gen_grid(self, width: int, height: int) -> None:
+        layout = self.layout
+        self.schedule = list(zip(*(layout[key].tolist() for key in ("times", "targets", "senders")), strict=True))
+        self.niches = [niche_cell(slot) for slot in layout["homes"].tolist()]  # per character
+        self.walks = [(self.borders[room], phase)
+                      for room, phase in zip(layout["wanderer_rooms"].tolist(), layout["wanderer_phases"].tolist(),
+                                             strict=True)]
+        self.chatter_offset = int(layout["chatter_offset"])
         self.grid = self.static_grid()
         self.agent_pos = START
-        self.executed[:] = False
+        self.executed = [False] * self.n_instructions
         self.wrong = 0
         for wanderer in self.wanderers:
             wanderer.cur_pos = None  # the grid is new: nothing to clear
         self._place_objects(0)
 
-    def present(self, t: int) -> np.ndarray:
-        """Bool (n_characters,): which characters stand in their niche at step count t."""
-        times, targets = self.layout["times"], self.layout["targets"]
-        away = targets[(times <= t) & (t < times + self.delay)]
-        present = np.ones(self.n_characters, dtype=bool)
-        present[away] = False
-        return present
+    def present(self, t: int) -> list[bool]:
+        """Per character: does it stand in its niche at step count t?"""
+        away = {target for time, target, _ in self.schedule if time <= t < time + self.delay}
+        return [c not in away for c in range(self.n_characters)]
 
     def _place_objects(self, t: int) -> None:
         """Put the characters and cats where they are at step count t."""
-        for character, slot, here in zip(self.characters, self.layout["homes"], self.present(t), strict=True):
-            self.grid.set(*niche_cell(int(slot)), character if here else OUTSIDE)
+        for character, niche, here in zip(self.characters, self.niches, self.present(t), strict=True):
+            self.grid.set(*niche, character if here else OUTSIDE)
         for wanderer in self.wanderers:
             if wanderer.cur_pos is not None:
                 self.grid.set(*wanderer.cur_pos, None)
-        for wanderer, room, phase in zip(self.wanderers, self.layout["wanderer_rooms"],
-                                         self.layout["wanderer_phases"], strict=True):
-            border = self.borders[int(room)]
-            wanderer.cur_pos = border[(int(phase) + t) % len(border)]
+        for wanderer, (border, phase) in zip(self.wanderers, self.walks, strict=True):
+            wanderer.cur_pos = border[(phase + t) % len(border)]
             self.grid.set(*wanderer.cur_pos, wanderer)
 
     # ----- acting --------------------------------------------------------------------------------------
@@ -243,17 +258,14 @@ class InstructionEnv(WordGridEnv):
         t = self.step_count - 1  # the step count of the observation the agent acted on
         reward = self._speak(action - len(MOVES), t) if action >= len(MOVES) else super()._act(action)[0]
         self._place_objects(self.step_count)
-        return reward, bool(self.executed.all())
+        return reward, all(self.executed)
 
     def _speak(self, sender: int, t: int) -> float:
         """Say "`sender` wants to see you" to the character next to the agent; the reward."""
         listener = self.adjacent_character()
-        if listener is not None:
-            layout = self.layout
-            pending = (layout["times"] <= t) & ~self.executed
-            matches = np.flatnonzero(pending & (layout["targets"] == listener) & (layout["senders"] == sender))
-            if matches.size:
-                self.executed[matches[0]] = True
+        for k, (time, target, sent_by) in enumerate(self.schedule):
+            if time <= t and not self.executed[k] and (target, sent_by) == (listener, sender):
+                self.executed[k] = True
                 return 1.0
         self.wrong += 1
         return -self.wrong_penalty
@@ -270,18 +282,19 @@ class InstructionEnv(WordGridEnv):
     def counters(self) -> dict[str, int]:
         """Instruction accuracy so far in this episode."""
         return {
-            "instructions_received": int(np.sum(self.layout["times"] <= self.step_count)),
-            "instructions_right": int(self.executed.sum()),
+            "instructions_received": sum(time <= self.step_count for time, _, _ in self.schedule),
+            "instructions_right": sum(self.executed),
             "instructions_wrong": self.wrong,
         }
 
     # ----- observation and rendering -----------------------------------------------------------------
 
     def agent_cell_words(self) -> tuple[str, ...]:
-        t, layout, words = self.step_count, self.layout, ()
-        for k in np.flatnonzero(layout["times"] == t):
-            words += ("tell", f"to_{self.names[layout['targets'][k]]}", f"from_{self.names[layout['senders'][k]]}")
-        entry = (int(layout["chatter_offset"]) + t) % CHATTER_PERIOD
+        t, words = self.step_count, ()
+        for time, target, sender in self.schedule:
+            if time == t:
+                words += ("tell", f"to_{self.names[target]}", f"from_{self.names[sender]}")
+        entry = (self.chatter_offset + t) % CHATTER_PERIOD
         if self.chatter_speaker[entry] >= 0:
             words += (self.names[self.chatter_speaker[entry]], TOPICS[self.chatter_topic[entry]])
         return words

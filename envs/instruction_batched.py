@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from envs.base import MOVES
-from envs.batched import BatchedWordGridEnv
+from envs.batched import WINDOW_OFFSETS, BatchedWordGridEnv
 from envs.instruction import (
     CHATTER_PERIOD,
+    PLACEMENTS,
     SLOTS_PER_ROOM,
     START,
     TOPICS,
@@ -26,7 +27,7 @@ from envs.instruction import (
     niche_cell,
 )
 
-FLOOR, WALL, FIRST_CHARACTER = 0, 1, 2  # cell codes
+FLOOR, WALL, FIRST_CHARACTER = 0, 1, 2  # cell codes; then one per character, then a cat on the floor
 
 
 class BatchedInstructionEnv(BatchedWordGridEnv):
@@ -59,29 +60,36 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
 
         self._width = width
         self._cells = torch.arange(height * width, device=dev).view(height, width)  # H x W flat cell index
-        grid = reference.static_grid()
-        self._static = tensor([WALL if grid.get(x, y) else FLOOR for y in range(height) for x in range(width)])
-        self._blocked = self._static != FLOOR  # (H*W,)
-        n_slots = SLOTS_PER_ROOM * reference.n_rooms
+        grid, n_slots = reference.static_grid(), SLOTS_PER_ROOM * reference.n_rooms
         niches = [niche_cell(slot) for slot in range(n_slots)]
-        cell_slot = np.full(height * width, -1)
+        cell_ref = [FLOOR if grid.get(x, y) is None else WALL for y in range(height) for x in range(width)]
         for slot, (x, y) in enumerate(niches):
-            cell_slot[y * width + x] = slot
-        self._cell_slot = tensor(cell_slot)  # (H*W,) slot index or -1
+            cell_ref[y * width + x] = FIRST_CHARACTER + slot
+        self._cell_ref = tensor(cell_ref)  # (H*W,): what a cell reads as, an index into a row of cell codes
+        self._cell_codes = tensor([FLOOR, WALL] + [WALL] * n_slots).unsqueeze(0)  # 1 x (2 + n_slots)
+        self._blocked = self._cell_ref != FLOOR  # walls and niches
         adjacent_slot = np.full(height * width, -1)
         for slot, (x, y) in enumerate(niches):
             adjacent_slot[(1 if y == 0 else height - 2) * width + x] = slot  # the floor cell in front of the niche
         self._adjacent_slot = tensor(adjacent_slot)  # (H*W,) slot index or -1
+        self._reach = width + 2  # a cell this far from the agent (in flat index) is outside its window
+        window_cell = np.full(2 * self._reach + 1, 9)
+        for k, (dx, dy) in enumerate(WINDOW_OFFSETS):
+            window_cell[self._reach + dy * width + dx] = k
+        self._window_cell = tensor(window_cell)  # flat offset from the agent + reach -> window cell 0..8, or 9
         self._border = tensor([[y * width + x for x, y in border] for border in reference.borders])  # R x 16
         self._dx = tensor([dx for dx, _ in MOVES] + [0] * reference.n_characters)  # per action
         self._dy = tensor([dy for _, dy in MOVES] + [0] * reference.n_characters)
         names = reference.names
-        self._cell_words = self.word_table([(), ("wall", "grey"), *((name,) for name in names)])
+        self._cell_words = self.word_table([(), ("wall", "grey"), *((name,) for name in names), ("cat",)])
+        self._cat_code = FIRST_CHARACTER + len(names)
         speaker, topic = reference.chatter_speaker, reference.chatter_topic
-        self._chatter = self.word_table([(names[s], TOPICS[w]) if s >= 0 else () for s, w in zip(speaker, topic)])
+        self._chatter = self.word_table([(names[s], TOPICS[w]) if s >= 0 else ()
+                                         for s, w in zip(speaker, topic, strict=True)])
         index = reference.word_index
-        self._cat, self._tell = index["cat"], index["tell"]
+        self._tell = index["tell"]
         self._to, self._from = index[f"to_{names[0]}"], index[f"from_{names[0]}"]  # the role words run in order
+        self._placements = tensor(reference.placements)  # PLACEMENTS x C
         self._character_ids = torch.arange(reference.n_characters, device=dev)
         self._instruction_slots = torch.arange(reference.n_instructions, device=dev)
 
@@ -94,16 +102,16 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         def randint(high: int, *shape: int) -> torch.Tensor:
             return torch.randint(0, high, (n, *shape), generator=gen, device=dev)
 
-        n_slots = SLOTS_PER_ROOM * reference.n_rooms
-        homes = torch.rand(n, n_slots, generator=gen, device=dev).argsort(1)[:, :c]  # distinct slots
-        targets = randint(c, k)
+        schedule = randint(spacing * c * (c - 1), k)  # one draw holds each instruction's time, target and sender
+        targets = schedule // spacing % c
+        walks = randint(reference.n_rooms * self._border.shape[1], w)  # one draw holds each cat's room and phase
         return {
-            "homes": homes,
-            "times": self._instruction_slots * spacing + randint(spacing, k),
+            "homes": self._placements[randint(PLACEMENTS)],
+            "times": self._instruction_slots * spacing + schedule % spacing,
             "targets": targets,
-            "senders": (targets + 1 + randint(c - 1, k)) % c,
-            "wanderer_rooms": randint(reference.n_rooms, w),
-            "wanderer_phases": randint(self._border.shape[1], w),
+            "senders": (targets + 1 + schedule // (spacing * c)) % c,
+            "wanderer_rooms": walks // self._border.shape[1],
+            "wanderer_phases": walks % self._border.shape[1],
             "chatter_offset": randint(CHATTER_PERIOD),
         }
 
@@ -135,8 +143,9 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         """N x C bool: which characters stand in their niche at step count t (N,)."""
         times, t = self.layouts["times"], t.unsqueeze(1)
         away = (times <= t) & (t < times + self.reference.delay)  # N x K
-        is_target = self.layouts["targets"].unsqueeze(2) == self._character_ids  # N x K x C
-        return ~(is_target & away.unsqueeze(2)).any(1)
+        absent = torch.zeros(self.num_envs, self.reference.n_characters + 1, dtype=torch.bool, device=self.device)
+        absent.scatter_(1, self.layouts["targets"].masked_fill(~away, self.reference.n_characters), True)  # N x C+1
+        return ~absent[:, :-1]
 
     def _transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = self.step_count  # the observation the agent acted on
@@ -164,18 +173,23 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
     # ----- observation --------------------------------------------------------------------------------
 
     def _observe(self) -> torch.Tensor:
-        n, t, layouts = self.num_envs, self.step_count, self.layouts
+        n, t = self.num_envs, self.step_count
         cells = self.window_codes(self._cells, self.x, self.y).view(n, 9)  # flat cell index of the window
         character_codes = torch.where(self._present(t), FIRST_CHARACTER + self._character_ids, WALL)  # N x C
-        slot_codes = torch.full((n, SLOTS_PER_ROOM * self.reference.n_rooms), WALL, dtype=torch.int64, device=self.device)
-        slot_codes.scatter_(1, layouts["homes"], character_codes)  # N x n_slots; homes are distinct slots
-        slot = self._cell_slot[cells]  # N x 9, -1 where the cell is no niche
-        codes = torch.where(slot >= 0, slot_codes.gather(1, slot.clamp(min=0)), self._static[cells])  # N x 9
-        obs = self.encode_cells(self._cell_words, codes.view(n, 3, 3), self._agent_cell_words(t))
-        border = self._border.shape[1]
-        cats = self._border[layouts["wanderer_rooms"], (layouts["wanderer_phases"] + t.unsqueeze(1)) % border]
-        obs[..., self._cat] |= (cells.unsqueeze(2) == cats.unsqueeze(1)).any(2).view(n, 3, 3).to(torch.int8)
-        return obs
+        cell_codes = self._cell_codes.expand(n, -1).clone()  # N x (2 + n_slots): floor, wall, then the niches
+        cell_codes.scatter_(1, FIRST_CHARACTER + self.layouts["homes"], character_codes)  # homes are distinct slots
+        codes = cell_codes.gather(1, self._cell_ref[cells])  # N x 9
+        codes.masked_fill_(self._cats_in_window(t), self._cat_code)  # cats walk on floor only
+        return self.encode_cells(self._cell_words, codes.view(n, 3, 3), self._agent_cell_words(t))
+
+    def _cats_in_window(self, t: torch.Tensor) -> torch.Tensor:
+        """N x 9 bool: the window cells where a cat is at step count t (N,)."""
+        layouts, border = self.layouts, self._border.shape[1]
+        cats = self._border[layouts["wanderer_rooms"], (layouts["wanderer_phases"] + t.unsqueeze(1)) % border]  # N x W
+        offset = cats - (self.y * self._width + self.x).unsqueeze(1) + self._reach  # N x W, in [0, 2 reach] if near
+        window_cell = self._window_cell[offset.clamp_(0, 2 * self._reach)]  # N x W, 9 where outside the window
+        seen = torch.zeros(self.num_envs, 10, dtype=torch.bool, device=self.device)
+        return seen.scatter_(1, window_cell, True)[:, :9]
 
     def _agent_cell_words(self, t: torch.Tensor) -> torch.Tensor:
         """N x V int8: the instruction shown at step count t (N,), if any, and the chatter."""
@@ -191,7 +205,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         reference = self.reference
         reference.reset(options={"layout": self.layout(i)})
         reference.agent_pos = (int(self.x[i]), int(self.y[i]))
-        reference.executed[:] = self.executed[i].cpu().numpy()
+        reference.executed = self.executed[i].tolist()
         reference.wrong = int(self.wrong[i])
         reference.step_count = int(self.step_count[i])
         reference._place_objects(reference.step_count)

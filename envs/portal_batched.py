@@ -1,25 +1,36 @@
 """The batched torch twin of Portal (`envs.portal`), for N envs at once.
 
-State per env: the current `room` (0-based), the agent's floor cell (`px`, `py`, 0..4) in it, the
-`mistakes` made in each room this episode (N x n_rooms), and the layout (`correct`, N x (n_rooms - 1)).
-All rooms look alike, so the window depends only on the room (its `room_k` word) and the floor
-cell: n_rooms x 25 windows, tabulated once from the reference env's own observations.
+State per env: the current `room` (0-based), the agent's floor cell `cell` = 5 y + x (0..24) in it,
+and `mistakes`, a bit mask of the rooms where it erred this episode (a second mistake ends it, so
+one bit per room suffices). The layout is a bit mask too: bit k of `layouts["correct"]` is the
+layout value of room k + 1 (1: its south door is right), so the twin accepts up to `MAX_ROOMS`
+rooms (62 bits of one int64 draw); `layout(i)` unpacks it into the reference's array. Keeping every
+per-env quantity one int64 keeps a step at about 35 small torch ops.
+
+All rooms are alike, so moving within a room is tabulated once per (cell, action): the cell it leads
+to (the entry cell after a door: the agent always lands on one) and the door it enters, if any.
+The window depends only on the room (its `room_k` word) and the cell: n_rooms x 25 windows, drawn
+once from the reference env's own observations.
 """
 
+import numpy as np
 import torch
 
 from envs.batched import BatchedWordGridEnv
+from envs.checks import check_int
 from envs.portal import ENTRY, ROOM_SIZE, PortalEnv
 
-MOVE_DX = (0, 1, 0, -1)  # per action: north, east, south, west
-MOVE_DY = (-1, 0, 1, 0)
+MOVES = ((0, -1), (1, 0), (0, 1), (-1, 0))  # (dx, dy) per action: north, east, south, west
+NO_DOOR, NORTH_DOOR, SOUTH_DOOR = 0, 1, 2  # a door's code is 1 + its layout value
+ENTRY_CELL = ROOM_SIZE * ENTRY + ENTRY
+MAX_ROOMS = 63
 
 
 class BatchedPortalEnv(BatchedWordGridEnv):
     """N Portal envs in torch tensors; rules in `envs.portal`."""
 
     reference_class = PortalEnv
-    state_names = ("room", "px", "py", "mistakes")
+    state_names = ("room", "cell", "mistakes")
 
     def __init__(
         self,
@@ -29,63 +40,80 @@ class BatchedPortalEnv(BatchedWordGridEnv):
         n_rooms: int = 50,
         max_steps: int = 1000,
     ):
+        check_int("n_rooms", n_rooms, 2, MAX_ROOMS)
         super().__init__(num_envs, device, render_mode, n_rooms=n_rooms, max_steps=max_steps)
         self.n_rooms = n_rooms
-
-        def zeros(*shape: int) -> torch.Tensor:
-            return torch.zeros(num_envs, *shape, dtype=torch.int64, device=self.device)
-
-        self.room, self.px, self.py, self.mistakes = zeros(), zeros(), zeros(), zeros(n_rooms)
-        self._dx = torch.tensor(MOVE_DX, device=self.device)
-        self._dy = torch.tensor(MOVE_DY, device=self.device)
+        self.room = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.cell = torch.full((num_envs,), ENTRY_CELL, dtype=torch.int64, device=self.device)
+        self.mistakes = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self._rewards = torch.tensor(self.reference.rewards + [0.0], dtype=torch.float32, device=self.device)
+        self._tabulate_moves()
         self._windows = self._tabulate_windows()  # (n_rooms * 25) x 9V
 
+    def _tabulate_moves(self) -> None:
+        """Flat tables indexed 4 cell + action: the next cell, and the door entered (NO_DOOR, ...)."""
+        next_cell, door = (
+            np.zeros((ROOM_SIZE**2, 4), dtype=np.int64),
+            np.zeros((ROOM_SIZE**2, 4), dtype=np.int64),
+        )
+        for cell in range(ROOM_SIZE**2):
+            y, x = divmod(cell, ROOM_SIZE)
+            for action, (dx, dy) in enumerate(MOVES):
+                to_x, to_y = x + dx, y + dy
+                if x == ENTRY and not 0 <= to_y < ROOM_SIZE:
+                    door[cell, action] = NORTH_DOOR if to_y < 0 else SOUTH_DOOR
+                    next_cell[cell, action] = ENTRY_CELL
+                elif 0 <= to_x < ROOM_SIZE and 0 <= to_y < ROOM_SIZE:
+                    next_cell[cell, action] = ROOM_SIZE * to_y + to_x
+                else:  # a wall
+                    next_cell[cell, action] = cell
+        self._next_cell = torch.as_tensor(next_cell.reshape(-1), device=self.device)
+        self._door = torch.as_tensor(door.reshape(-1), device=self.device)
+
     def _tabulate_windows(self) -> torch.Tensor:
-        """Window k = 25 room + 5 py + px, from the reference env."""
+        """Window 25 room + cell, from the reference env."""
         windows = []
         for room in range(self.n_rooms):
-            for y in range(ROOM_SIZE):
-                for x in range(ROOM_SIZE):
-                    self.reference.grid = self.reference.rooms_grid
-                    self.reference.place_agent_in(room, x, y)
-                    windows.append(self.reference.gen_obs())
+            for cell in range(ROOM_SIZE**2):
+                self.reference.grid = self.reference.rooms_grid
+                self.reference.place_agent_in(room, cell % ROOM_SIZE, cell // ROOM_SIZE)
+                windows.append(self.reference.gen_obs())
         return self.window_table(windows)
 
     def _sample_layouts(self) -> dict[str, torch.Tensor]:
-        return {"correct": self.random_bits(self.n_rooms - 1)}
+        masks = 2 ** (self.n_rooms - 1)  # every bit uniform and independent
+        draw = torch.randint(0, masks, (self.num_envs,), generator=self.generator, device=self.device)
+        return {"correct": draw}
 
     def _begin_episodes(self, new: torch.Tensor) -> None:
         self.room.masked_fill_(new, 0)
-        self.px.masked_fill_(new, ENTRY)
-        self.py.masked_fill_(new, ENTRY)
-        self.mistakes.masked_fill_(new.unsqueeze(1), 0)
+        self.cell.masked_fill_(new, ENTRY_CELL)
+        self.mistakes.masked_fill_(new, 0)
 
     def _transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.px + self._dx.index_select(0, actions)
-        y = self.py + self._dy.index_select(0, actions)
-        through_wall = (y < 0) | (y >= ROOM_SIZE)
-        door = (self.px == ENTRY) & through_wall  # the doors sit mid north wall and mid south wall
-        room = self.room.unsqueeze(1)  # N x 1
-        right = door & ((y >= ROOM_SIZE).long() == self.layouts["correct"].gather(1, room).squeeze(1))
-        wrong = door & ~right
-        self.mistakes.scatter_add_(1, room, wrong.long().unsqueeze(1))
-        second_mistake = wrong & (self.mistakes.gather(1, room).squeeze(1) >= 2)
+        flat = torch.add(actions, self.cell, alpha=4)  # N
+        door = self._door.index_select(0, flat)  # N: NO_DOOR, NORTH_DOOR or SOUTH_DOOR
+        right_door = ((self.layouts["correct"] >> self.room) & 1) + 1  # the room is never the last
+        right = door == right_door
+        wrong = door + right_door == NORTH_DOOR + SOUTH_DOOR
+        second_mistake = wrong & ((self.mistakes >> self.room) & 1).bool()
+        self.mistakes |= wrong.long() << self.room
         success = right & (self.room == self.n_rooms - 2)
-        reward = self._rewards[self.room] * right
+        reward = self._rewards.index_select(0, self.room) * right
         self.room = torch.where(right, self.room + 1, self.room.masked_fill(wrong, 0))
-        inside = ~through_wall & (x >= 0) & (x < ROOM_SIZE)
-        self.px = torch.where(door, ENTRY, torch.where(inside, x, self.px))
-        self.py = torch.where(door, ENTRY, torch.where(inside, y, self.py))
+        self.cell = self._next_cell.index_select(0, flat)
         return reward, success | second_mistake, success
 
     def _observe(self) -> torch.Tensor:
-        index = self.room * ROOM_SIZE**2 + self.py * ROOM_SIZE + self.px  # N
-        return self.encode_windows(self._windows, index)
+        return self.encode_windows(self._windows, torch.add(self.cell, self.room, alpha=ROOM_SIZE**2))
+
+    def layout(self, i: int) -> dict[str, np.ndarray]:
+        return {"correct": (int(self.layouts["correct"][i]) >> np.arange(self.n_rooms - 1)) & 1}
 
     def reference_view(self, i: int) -> PortalEnv:
         self.reference.reset(options={"layout": self.layout(i)})
-        self.reference.place_agent_in(int(self.room[i]), int(self.px[i]), int(self.py[i]))
-        self.reference.mistakes[:] = self.mistakes[i].cpu().numpy()
+        y, x = divmod(int(self.cell[i]), ROOM_SIZE)
+        self.reference.place_agent_in(int(self.room[i]), x, y)
+        self.reference.mistakes[:] = (int(self.mistakes[i]) >> np.arange(self.n_rooms)) & 1
         self.reference.step_count = int(self.step_count[i])
         return self.reference

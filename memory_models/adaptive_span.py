@@ -84,7 +84,7 @@ class AdaptiveSpan(MemoryModel):
         spans = self.current_spans()  # n_layers x H
         lengths = self.cache_lengths(spans)  # one host sync per call
         h, memory, sizes = x, [], []
-        for layer, cache, layer_spans, length in zip(self.layers, state.memory, spans, lengths):
+        for layer, cache, layer_spans, length in zip(self.layers, state.memory, spans, lengths, strict=True):
             distance = contiguous_distance(cache.shape[1], x.shape[1], x.device)  # 1 x T x (M + T)
             allowed = visible(distance, ages, self.max_span)  # B x T x (M + T)
             mask = span_mask(layer_spans, distance, self.ramp)  # 1 x H x T x (M + T)

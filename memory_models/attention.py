@@ -5,7 +5,7 @@ Adaptive-Span, Compressive and Memformer; a model adds only its memory policy: w
 keeps, how far each key is from each query, and which keys each query may see.
 
 ``RelativeMultiHeadAttention(d_model, n_heads, dropout=0.0, n_positions=0)``
-    ``forward(query, context, distance=None, allowed=None, soft_mask=None) -> B x T x D``
+    ``forward(query, context, distance=None, allowed=None, soft_mask=None, recent=None) -> B x T x D``
 
     query: B x T x D, the inputs the queries are projected from.
     context: B x M x D, the inputs keys and values are projected from. For self-attention over a
@@ -20,14 +20,18 @@ keeps, how far each key is from each query, and which keys each query may see.
     soft_mask: float tensor broadcastable to B x H x T x M with values in [0, 1] (pass B x 1 x T x M
         for a mask shared by heads): the Expire-Span / Adaptive-Span ramp. It multiplies the
         softmax weights, which are then renormalised, eq. 4 of the Expire-Span paper:
-        ``a'_tm = s_tm a_tm / sum_j s_tj a_tj``; a row whose weights all vanish outputs zeros. A key
-        with ``s = 0`` is hidden like ``allowed=False``, so it gets exactly zero gradient.
+        ``a'_tm = s_tm a_tm / sum_j s_tj a_tj`` (computed as one softmax of ``scores + log s``); a row
+        whose weights all vanish outputs zeros. A key with ``s = 0`` is hidden like
+        ``allowed=False``, so it gets exactly zero gradient.
+    recent: optional int, a promise that only the last ``recent`` keys can lie closer than
+        ``n_positions`` to any query; position terms are then computed for those keys alone, which
+        makes their cost independent of the memory size (Expire-Span A.1).
 
     Scores are ``((q + u) . k + (q + v) . W_r r(d)) / sqrt(d_head)`` (Dai et al. 2019, with the two
     learned biases u and v); dropout acts on the final weights; an output projection follows.
 
 ``TransformerLayer(d_model, n_heads, dropout=0.0, n_positions=0, pre_norm=True, d_ff=4 * d_model)``
-    ``forward(x, context, distance=None, allowed=None, soft_mask=None) -> B x T x D``: attention of
+    ``forward(x, context, distance=None, allowed=None, soft_mask=None, recent=None) -> B x T x D``: attention of
     ``x`` over ``context`` (same arguments as above), then a ReLU feed-forward, each with a residual;
     layer norm before each sublayer (pre-LN) or after each residual (post-LN).
     ``attention_input(x)`` is what the attention projects (the normed ``x`` in pre-LN): models that
@@ -120,34 +124,35 @@ class RelativeMultiHeadAttention(nn.Module):
         distance: Tensor | None = None,
         allowed: Tensor | None = None,
         soft_mask: Tensor | None = None,
+        recent: int | None = None,
     ) -> Tensor:
         q = self._heads(self.query(query))  # B x H x T x dh
         k, v = (self._heads(t) for t in self.key_value(context).chunk(2, dim=-1))  # B x H x M x dh
         scores = (q + self.content_bias[:, None]) @ k.transpose(-1, -2)  # B x H x T x M
         if self.n_positions and distance is not None:
-            scores = scores + self._position_scores(q, distance, scores.shape)
+            start = 0 if recent is None else max(scores.shape[-1] - recent, 0)
+            scores[..., start:] += self._position_scores(q, distance[..., start:])  # B x H x T x (M - start)
         scores = scores / math.sqrt(self.d_head)
         if allowed is not None:
             allowed = allowed.unsqueeze(-3)  # B x 1 x T x M
-        if soft_mask is not None:  # a zero weight hides the key outright: no gradient through the normaliser
+        if soft_mask is not None:
+            # softmax(s + log m) = m a / sum_j m a_j: eq. 4 inside one fused softmax. A zero weight hides
+            # the key outright, so it gets no gradient through the normaliser either.
+            scores = scores + soft_mask.clamp_min(torch.finfo(scores.dtype).tiny).log()
             allowed = soft_mask > 0 if allowed is None else allowed & (soft_mask > 0)  # B x [H] x T x M
         if allowed is not None:
             scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        weights = scores.softmax(dim=-1)  # B x H x T x M
+        out = self.dropout(scores.softmax(dim=-1)) @ v  # B x H x T x dh
         if allowed is not None:
-            weights = weights * allowed  # rows with no allowed key become zeros instead of uniform
-        if soft_mask is not None:
-            weights = weights * soft_mask
-            total = weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
-            weights = weights / total
-        out = self.dropout(weights) @ v  # B x H x T x dh
+            out = out * allowed.any(dim=-1, keepdim=True)  # a query with no key to see outputs zeros
         return self.out(out.transpose(1, 2).flatten(2))  # B x T x D
 
-    def _position_scores(self, q: Tensor, distance: Tensor, shape: torch.Size) -> Tensor:
+    def _position_scores(self, q: Tensor, distance: Tensor) -> Tensor:
         """B x H x T x M position terms, zero for keys at or beyond n_positions steps."""
         relative = self._heads(self.position(self.encodings).unsqueeze(0))  # 1 x H x P x dh
         per_distance = (q + self.position_bias[:, None]) @ relative.transpose(-1, -2)  # B x H x T x P
         per_distance = F.pad(per_distance, (0, 1))  # B x H x T x (P + 1): the last column is "too far"
+        shape = (*per_distance.shape[:-1], distance.shape[-1])
         index = distance.clamp(0, self.n_positions).unsqueeze(-3).expand(shape)  # B x H x T x M
         return per_distance.gather(-1, index)
 
@@ -186,9 +191,10 @@ class TransformerLayer(nn.Module):
         distance: Tensor | None = None,
         allowed: Tensor | None = None,
         soft_mask: Tensor | None = None,
+        recent: int | None = None,
     ) -> Tensor:
         attended = self.attention(
-            self.attention_input(x), self.attention_input(context), distance, allowed, soft_mask
+            self.attention_input(x), self.attention_input(context), distance, allowed, soft_mask, recent
         )  # B x T x D
         if self.pre_norm:
             h = x + self.dropout(attended)

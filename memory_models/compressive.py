@@ -80,9 +80,7 @@ class Compressive(MemoryModel):
         )
         self.compressors = None
         if compression == "conv":
-            self.compressors = nn.ModuleList(
-                nn.Linear(compression_rate * d_model, d_model) for _ in range(n_layers)
-            )
+            self.compressors = nn.ModuleList(nn.Linear(compression_rate * d_model, d_model) for _ in range(n_layers))
         self.out_norm = nn.LayerNorm(d_model)
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> CompressiveState:
@@ -114,11 +112,7 @@ class Compressive(MemoryModel):
         ages = episode_ages(first, state.episode_age)  # B x T
         step_age = torch.cat([state.step_age, ages], dim=1)  # B x N
 
-        # Candidate groups: c consecutive steps of one episode starting at an index divisible by c.
-        head, tail = step_age[:, : n_context - rate + 1], step_age[:, rate - 1 :]  # B x (N - c + 1)
-        complete = (head >= 0) & (head % rate == 0) & (tail == head + rate - 1)
-        start = torch.argsort((~complete).to(torch.uint8), dim=1, stable=True)[:, : n_context // rate]  # B x G
-        valid = complete.gather(1, start)  # B x G
+        start, valid = self._groups(step_age)  # B x G
         newest = start + rate - 1  # B x G: context column of each group's newest step
         members = (start[:, :, None] + torch.arange(rate, device=x.device)).flatten(1)  # B x (G * c)
 
@@ -141,20 +135,18 @@ class Compressive(MemoryModel):
         fresh_members = torch.zeros_like(step_age).scatter_add(1, members, fresh.repeat_interleave(rate, 1).long())
 
         h, memory, compressed, aux_loss = x, [], [], x.new_zeros(())
-        for index, (layer, cache, slots) in enumerate(zip(self.layers, state.memory, state.compressed)):
+        for index, (layer, cache, slots) in enumerate(zip(self.layers, state.memory, state.compressed, strict=True)):
             context = torch.cat([cache, h], dim=1)  # B x N x D
             member_inputs = context.detach().gather(1, members[:, :, None].expand(-1, -1, width))
             new_slots = self.compress(index, member_inputs.unflatten(1, (-1, rate)))  # B x G x D
             keys = torch.cat([context[:, n_cached - mem_len :], slots, new_slots.detach()], dim=1)
             if self.compressors is not None:
-                aux_loss = aux_loss + self._reconstruction_loss(
-                    layer, h, context, fresh_members > 0, new_slots, fresh
-                )
+                aux_loss = aux_loss + self._reconstruction_loss(layer, h, context, fresh_members > 0, new_slots, fresh)
             memory.append(context[:, -n_cached:].detach())
             compressed.append(torch.cat([slots, new_slots.detach()], dim=1))  # B x (S + G) x D
             h = layer(h, keys, distance, allowed)  # B x T x D
 
-        # Slots whose first step leaves the raw cache now are kept compressed: the cmem_len newest.
+        # Groups whose first step leaves the raw cache now are kept compressed: the cmem_len newest.
         pool_age = torch.cat([state.compressed_age + steps, n_context - 1 - newest], dim=1)  # B x (S + G)
         storable = torch.cat([state.compressed_age < NEVER, valid & (start < steps)], dim=1)
         order = torch.argsort(storable.to(torch.uint8), dim=1, stable=True)[:, -self.cmem_len :]  # B x S
@@ -169,6 +161,16 @@ class Compressive(MemoryModel):
         )
         next_state = CompressiveState(memory, step_age[:, -n_cached:], compressed, compressed_age, ages[:, -1])
         return self.out_norm(h), next_state, record
+
+    def _groups(self, step_age: Tensor) -> tuple[Tensor, Tensor]:
+        """The groups a context can hold: c consecutive steps of one episode, the first at an index
+        divisible by c. Returns their first columns and whether each is real (B x G each, G = N // c:
+        groups do not overlap, so no row has more)."""
+        rate, n_context = self.rate, step_age.shape[1]
+        head, tail = step_age[:, : n_context - rate + 1], step_age[:, rate - 1 :]  # B x (N - c + 1)
+        complete = (head >= 0) & (head % rate == 0) & (tail == head + rate - 1)
+        start = torch.argsort((~complete).to(torch.uint8), dim=1, stable=True)[:, : n_context // rate]
+        return start, complete.gather(1, start)
 
     @staticmethod
     def _reconstruction_loss(

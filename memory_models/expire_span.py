@@ -14,8 +14,9 @@ Training details of section 4.2 and A.1:
   call sees it inside the ramp (``0 < m < 1``), the moment the task loss gives ``e_i`` its
   gradient ("Loss Computation"); each memory spends R steps in the ramp, hence the 1 / R;
 - spans are recomputed from the cached inputs with the current weights at every call;
-- in training mode, a length ``l ~ U(0, L)`` drawn per call hides keys more than l steps back
-  (``shorten``, "Regularization");
+- with ``shorten=True``, in training mode, a length ``l ~ U(0, L)`` drawn per call hides keys more
+  than l steps back ("Regularization"; off by default, as in the authors' code: the paper uses it
+  for its longest-memory task);
 - spans start small: ``w = 0`` and ``b = init_bias`` (A.1);
 - relative position terms only for the nearest ``pos_len`` steps (A.1; a fixed length rather than
   the block size, so results do not depend on how a sequence is cut into windows).
@@ -64,7 +65,7 @@ class ExpireSpan(MemoryModel):
         ramp: int = 16,
         loss_coef: float = 5e-6,
         init_bias: float = -2.0,
-        shorten: bool = True,
+        shorten: bool = False,
         stable_spans: bool = False,
         pos_len: int = 128,
     ):
@@ -77,6 +78,7 @@ class ExpireSpan(MemoryModel):
         self.d_model, self.n_layers = d_model, n_layers
         self.max_span, self.ramp, self.loss_coef, self.shorten = max_span, ramp, loss_coef, shorten
         self.logit_scale = 1.0 / ramp if stable_spans else 1.0
+        self.pos_len = pos_len
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, n_heads, dropout, n_positions=pos_len) for _ in range(n_layers)
         )
@@ -108,9 +110,7 @@ class ExpireSpan(MemoryModel):
         """
         return (last_distance + 1 < spans + self.ramp) & (last_distance <= episode_age[:, None])
 
-    def forward(
-        self, x: Tensor, state: ExpireSpanState, first: Tensor
-    ) -> tuple[Tensor, ExpireSpanState, MemoryRecord]:
+    def forward(self, x: Tensor, state: ExpireSpanState, first: Tensor) -> tuple[Tensor, ExpireSpanState, MemoryRecord]:
         batch, steps = x.shape[:2]
         ages = episode_ages(first, state.episode_age)  # B x T
         query = torch.arange(steps, device=x.device)  # T
@@ -118,7 +118,8 @@ class ExpireSpan(MemoryModel):
         if self.training and self.shorten:
             limit = torch.rand((), device=x.device) * self.max_span  # one l ~ U(0, L) per call
         h, aux_loss, sizes, new_spans, kept = x, x.new_zeros(()), [], [], []
-        for index, (layer, cache, cache_age) in enumerate(zip(self.layers, state.memory, state.memory_age)):
+        per_layer = zip(self.layers, state.memory, state.memory_age, strict=True)
+        for index, (layer, cache, cache_age) in enumerate(per_layer):
             context = torch.cat([cache, h], dim=1)  # B x (M + T) x D
             window_offset = -query.expand(batch, steps)  # B x T: key j is j steps after query 0
             offset = torch.cat([cache_age + 1, window_offset], dim=1)  # B x (M + T): distance to query 0
@@ -126,7 +127,8 @@ class ExpireSpan(MemoryModel):
             spans = self.spans(index, context)  # B x (M + T)
             mask = expire_mask(spans, distance, self.ramp)  # B x T x (M + T)
             allowed = visible(distance, ages, limit)  # B x T x (M + T)
-            h = layer(h, context, distance, allowed, mask.unsqueeze(1))  # B x T x D
+            # live memories stay in order at the end of the cache: the nearest pos_len steps are the last keys
+            h = layer(h, context, distance, allowed, mask.unsqueeze(1), recent=self.pos_len + steps - 1)
             aux_loss = aux_loss + self.loss_coef * ramp_loss(spans, mask, allowed, self.ramp) / (batch * steps)
             sizes.append((allowed & (distance > 0) & (mask > 0)).sum(-1).to(x.dtype).mean())
             new_spans.append(spans[:, -steps:].detach())
@@ -138,14 +140,14 @@ class ExpireSpan(MemoryModel):
 
     @staticmethod
     def _compact(kept: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per layer, move each row's live memories to the front and cut every row to the longest.
+        """Per layer, move each row's live memories, in order, to the end and cut every row to the longest.
 
         One host sync for all layers: the new cache lengths are sizes the next call allocates.
         """
         lengths = torch.stack([keep.sum(1).max() for _, _, keep in kept]).tolist()
         memory, memory_age = [], []
-        for (context, last_distance, keep), length in zip(kept, lengths):
-            order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :length]  # B x M'
+        for (context, last_distance, keep), length in zip(kept, lengths, strict=True):
+            order = torch.argsort(keep.to(torch.uint8), dim=1, stable=True)[:, keep.shape[1] - length :]  # B x M'
             memory.append(context.gather(1, order[:, :, None].expand(-1, -1, context.shape[-1])))
             memory_age.append(last_distance.gather(1, order))
         return memory, memory_age

@@ -59,7 +59,7 @@ class TransformerXL(MemoryModel):
         distance = contiguous_distance(self.mem_len, x.shape[1], x.device)  # 1 x T x (M + T)
         allowed = visible(distance, ages, self.mem_len)  # B x T x (M + T)
         memory, h = [], x
-        for layer, cache in zip(self.layers, state.memory):
+        for layer, cache in zip(self.layers, state.memory, strict=True):
             context = torch.cat([cache, h], dim=1)  # B x (M + T) x D
             memory.append(context[:, -self.mem_len :].detach())
             h = layer(h, context, distance, allowed)  # B x T x D

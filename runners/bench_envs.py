@@ -1,18 +1,21 @@
 """Environment speed: steps per second of every registered task, reference envs under gymnasium's
 SyncVectorEnv against the natively batched torch twin, at several numbers of envs.
 
-    python -m runners.bench_envs                      # N = 64 and 1024, 3 s per measurement, CPU
-    python -m runners.bench_envs --num-envs 4096 --device cuda --seconds 5
+    python -m runners.bench_envs                      # N = 64 and 1024, 4 s per task and N, CPU
+    python -m runners.bench_envs --num-envs 4096 --device cuda --no-sync
 
 Tasks are found in gymnasium's registry (every id registered by `envs` with a vector entry point),
-so a newly registered task is measured without changes here. Actions are uniformly random. A
-steps/s figure counts env steps: batch steps times N.
+so a newly registered task is measured without changes here. Actions are uniformly random and
+pre-drawn. A steps/s figure counts env steps: batch steps times N. SyncVectorEnv and the twin are
+timed in alternating short rounds, so a machine whose load changes affects both alike and their
+ratio stays fair.
 """
 
 import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +24,8 @@ from tqdm import tqdm
 
 import envs  # noqa: F401  (registers the tasks)
 
-ACTION_BATCHES = 64  # actions are pre-drawn and cycled, so drawing them is not timed
+ACTION_BATCHES = 64  # pre-drawn action batches, cycled
+ROUNDS = 8  # alternations of SyncVectorEnv and twin per (task, N)
 
 
 def registered_tasks() -> list[str]:
@@ -33,52 +37,56 @@ def registered_tasks() -> list[str]:
     )
 
 
-def time_steps(step, actions: list, seconds: float, synchronize=lambda: None) -> float:
-    """Batch steps per second of `step` over about `seconds`, after a short warm-up."""
-    for batch in actions[:4]:
-        step(batch)
-    synchronize()
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step(actions[steps % len(actions)])
-        steps += 1
-    synchronize()
-    return steps / (time.perf_counter() - start)
+class Timer:
+    """Steps one vector env in timed rounds, accumulating batch steps and seconds."""
+
+    def __init__(self, step: Callable, actions: list, synchronize: Callable = lambda: None):
+        self.step, self.actions, self.synchronize = step, actions, synchronize
+        self.steps, self.seconds = 0, 0.0
+        for batch in actions[:4]:  # warm-up
+            step(batch)
+
+    def run(self, seconds: float) -> None:
+        self.synchronize()
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.step(self.actions[(self.steps + steps) % len(self.actions)])
+            steps += 1
+        self.synchronize()
+        self.steps += steps
+        self.seconds += time.perf_counter() - start
+
+    def env_steps_per_second(self, num_envs: int) -> float:
+        return self.steps * num_envs / self.seconds
 
 
-def bench_sync(task: str, num_envs: int, seconds: float) -> float:
-    envs_ = gym.make_vec(task, num_envs=num_envs, vectorization_mode="sync")
-    envs_.reset(seed=0)
+def sync_timer(task: str, num_envs: int) -> Timer:
+    vector_env = gym.make_vec(task, num_envs=num_envs, vectorization_mode="sync")
+    vector_env.reset(seed=0)
     rng = np.random.default_rng(0)
-    actions = [rng.integers(0, envs_.single_action_space.n, num_envs) for _ in range(ACTION_BATCHES)]
-    rate = time_steps(envs_.step, actions, seconds) * num_envs
-    envs_.close()
-    return rate
+    n_actions = vector_env.single_action_space.n
+    return Timer(vector_env.step, [rng.integers(0, n_actions, num_envs) for _ in range(ACTION_BATCHES)])
 
 
-def bench_twin(task: str, num_envs: int, seconds: float, device: torch.device) -> float:
+def twin_timer(task: str, num_envs: int, device: torch.device) -> Timer:
     twin = gym.make_vec(task, num_envs=num_envs, vectorization_mode="vector_entry_point", device=device)
     twin.reset(seed=0)
     generator = torch.Generator(device).manual_seed(0)
     n_actions = int(twin.single_action_space.n)
-    actions = list(
-        torch.randint(0, n_actions, (ACTION_BATCHES, num_envs), generator=generator, device=device)
-    )
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    return time_steps(twin.step, actions, seconds, synchronize) * num_envs
+    shape = (ACTION_BATCHES, num_envs)
+    actions = list(torch.randint(0, n_actions, shape, generator=generator, device=device))
+    return Timer(twin.step, actions, torch.cuda.synchronize if device.type == "cuda" else lambda: None)
 
 
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        platform.processor(),
-    )
-    return f"{model}, {os.cpu_count()} cores"
+    with open("/proc/cpuinfo") as cpuinfo:
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    return f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -87,43 +95,52 @@ def main() -> None:
         "--num-envs", nargs="+", type=int, default=[64, 1024], help="values of N (default: 64 1024)"
     )
     parser.add_argument(
-        "--seconds", type=float, default=3.0, help="duration of each measurement (default: 3)"
+        "--seconds", type=float, default=4.0, help="timed seconds per task and N (default: 4)"
     )
     parser.add_argument("--device", default="cpu", help="device of the twins: cpu or cuda[:k] (default: cpu)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
-    parser.add_argument("--no-sync", action="store_true", help="skip SyncVectorEnv (for large N on a GPU)")
+    parser.add_argument("--no-sync", action="store_true", help="time the twins only (for large N on a GPU)")
     args = parser.parse_args()
-
     tasks = registered_tasks()
     for task in args.tasks or []:
         if task not in tasks:
             parser.error(f"--tasks: unknown task {task!r}; registered tasks: {', '.join(tasks)}")
+    args.tasks = args.tasks or tasks
     if any(n < 1 for n in args.num_envs):
         parser.error("--num-envs: every N must be a positive integer")
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
     try:
-        device = torch.device(args.device)
+        args.device = torch.device(args.device)
     except RuntimeError as error:
         parser.error(f"--device: {error}")
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device: CUDA is not available on this machine; use cpu")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be a positive integer")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be a positive integer")
+    return args
 
+
+def main() -> None:
+    args = parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     rows, load_before = [], os.getloadavg()[0]
-    jobs = [(task, n) for task in (args.tasks or tasks) for n in args.num_envs]
+    jobs = [(task, n) for task in args.tasks for n in args.num_envs]
     for task, n in tqdm(jobs, desc="measuring", unit="task x N"):
-        sync = None if args.no_sync else bench_sync(task, n, args.seconds)
-        twin = bench_twin(task, n, args.seconds, device)
-        rows.append((task, n, sync, twin))
+        twin = twin_timer(task, n, args.device)
+        sync = None if args.no_sync else sync_timer(task, n)
+        share = args.seconds / ROUNDS / (1 if sync is None else 2)
+        for _ in range(ROUNDS):
+            twin.run(share)
+            if sync is not None:
+                sync.run(share)
+        rows.append((task, n, sync and sync.env_steps_per_second(n), twin.env_steps_per_second(n)))
 
     print(
-        f"\nmachine: {machine(device)}; torch threads: {torch.get_num_threads()}; "
+        f"\nmachine: {machine(args.device)}; torch threads: {torch.get_num_threads()}; "
         f"load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}"
     )
     print("| task | N | SyncVectorEnv steps/s | batched twin steps/s | twin / Sync |")

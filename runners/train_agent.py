@@ -6,6 +6,7 @@
     python runners/train_agent.py --env corridor --set train.lr=3e-4 --set model.n_layers=3
     torchrun --nproc_per_node 2 runners/train_agent.py --env corridor  # data-parallel, one env batch per rank
     python runners/train_agent.py --resume runs/<run>/checkpoint.pt   # continue exactly where it stopped
+    python runners/train_agent.py --resume runs/<run>/checkpoint.pt --eval 200  # held-out success and return
 
 Each run writes TensorBoard logs and checkpoints into one directory, <logdir>/<env>-<model>-seed<S>-<time>.
 """
@@ -41,6 +42,7 @@ def preset_path(env: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="train_agent.py",
         description=__doc__.split("\n\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--env", choices=tuple(ENV_IDS), help="the task (required unless --resume)")
@@ -52,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="total agent steps over all ranks (default: the config's steps)")
     parser.add_argument("--logdir", type=Path, default=Path("runs"), help="parent of the run directory (default runs)")
     parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run that wrote CHECKPOINT")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and tests)")
+    parser.add_argument(
+        "--eval", type=int, metavar="EPISODES", help="with --resume: only evaluate the policy on EPISODES held-out seeds"
+    )
     return parser
 
 
@@ -70,6 +74,8 @@ def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Tr
     """Check every input and build the trainer; any bad input stops here, before anything is written."""
     try:
         payload = load_checkpoint(args.resume) if args.resume else None
+        if args.eval is not None and (payload is None or args.eval < 1):
+            parser.error(f"--eval needs --resume CHECKPOINT and at least 1 episode, got {args.eval}")
         if payload is None and args.env is None:
             parser.error("--env is required (valid: " + ", ".join(ENV_IDS) + ") unless --resume is given")
         if payload is not None:
@@ -135,13 +141,13 @@ def log_evaluation(writer, trainer: Trainer, run_dir: Path) -> dict[str, float]:
     return results
 
 
-def train(trainer: Trainer, world: World, run_dir: Path, progress: bool) -> None:
+def train(trainer: Trainer, world: World, run_dir: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     log = trainer.config["log"]
     total = trainer.config["train"]["steps"]
     writer = SummaryWriter(run_dir) if world.is_main else None
-    bar = tqdm(total=total, initial=trainer.global_step, unit="step", disable=not (progress and world.is_main))
+    bar = tqdm(total=total, initial=trainer.global_step, unit="step", disable=not world.is_main)
     checkpoint = run_dir / CHECKPOINT_NAME
     evaluating = writer is not None and log["eval_episodes"] > 0
     interval_start = time.perf_counter()
@@ -186,12 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     trainer, world = setup(args, parser)
+    if args.eval is not None:
+        results = evaluate(
+            trainer.policy, trainer.env_name, trainer.config["env"], args.eval, EVAL_SEED_OFFSET + trainer.seed, world.device
+        )
+        print(", ".join(f"{name} {value:.4g}" for name, value in results.items()))
+        close_world(world)
+        return 0
     if args.resume:
         run_dir = args.resume.parent  # a resumed run goes on logging beside its checkpoint
     else:
         run_dir = run_directory(args.logdir, trainer.env_name, trainer.model_name, trainer.seed)
     try:
-        train(trainer, world, run_dir, progress=not args.no_progress)
+        train(trainer, world, run_dir)
     finally:
         close_world(world)
     return 0

@@ -59,8 +59,8 @@ def test_keys_beyond_n_positions_get_no_position_term():
         attention.position_bias.normal_()
     query, context = torch.randn(2, 2, D_MODEL), torch.randn(2, 4, D_MODEL)
     without = attention(query, context)
-    far = attention(query, context, torch.full((1, 2, 4), 3))
-    near = attention(query, context, torch.full((1, 2, 4), 2))
+    far = attention(query, context, torch.tensor([[[3, 4, 5, 9], [4, 3, 7, 3]]]))
+    near = attention(query, context, torch.tensor([[[0, 1, 2, 9], [1, 0, 2, 3]]]))
     torch.testing.assert_close(far, without)
     assert not torch.allclose(near, without)
 
@@ -79,14 +79,16 @@ def test_episode_ages_restart_at_first_and_continue_the_carried_age():
     ages = episode_ages(first, torch.tensor([4, 9, -1]))
     assert ages.tolist() == [[5, 6, 0, 1], [0, 1, 2, 0], [0, 1, 2, 3]]
     distance = contiguous_distance(2, 4, "cpu")  # 1 x 4 x 6
-    allowed = visible(distance, ages, max_distance=3)
+    allowed = visible(distance, ages, max_distance=2)
     assert allowed[0, 2].tolist() == [False, False, False, False, True, False]  # only itself
-    assert allowed[0, 1].tolist() == [False, True, True, True, False, False]  # reach 3, not the future
+    assert allowed[0, 1].tolist() == [False, True, True, True, False, False]  # reach 2, not the future
+    assert allowed[2, 1].tolist() == [False, False, True, True, False, False]  # nothing before the start
 
 
 def test_post_norm_layer_normalises_its_output():
     torch.manual_seed(0)
     layer = TransformerLayer(D_MODEL, HEADS, n_positions=4, pre_norm=False)
     x = 5 * torch.randn(2, 3, D_MODEL)
-    out = layer(x, x, contiguous_distance(0, 3, "cpu"), visible(contiguous_distance(0, 3, "cpu"), torch.full((2, 3), 9)))
+    distance = contiguous_distance(0, 3, "cpu")
+    out = layer(x, x, distance, visible(distance, torch.full((2, 3), 9)))
     torch.testing.assert_close(out.mean(-1), torch.zeros(2, 3), atol=1e-5, rtol=0)

@@ -50,7 +50,8 @@ def test_mean_pooling_of_groups_aligned_to_the_episode_start():
 
 def test_empty_slots_are_marked_and_unseen():
     model = make()
-    _, state, record = model(torch.randn(1, 4, D_MODEL), model.initial_state(1, "cpu"), torch.ones(1, 4, dtype=torch.bool))
+    first = torch.ones(1, 4, dtype=torch.bool)  # every step starts an episode: no group ever completes
+    _, state, record = model(torch.randn(1, 4, D_MODEL), model.initial_state(1, "cpu"), first)
     assert torch.all(state.compressed_age == NEVER) and torch.all(record.memory_size == 0)
 
 

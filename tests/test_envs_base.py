@@ -13,6 +13,7 @@ from envs.base import WordGridEnv
 from envs.checks import check_action, check_int, check_not_above
 from envs.corridor import CorridorEnv
 from envs.corridor_batched import BatchedCorridorEnv
+from envs.portal_batched import BatchedPortalEnv
 from envs.vocab import BASE_WORDS, build_vocab
 
 
@@ -153,3 +154,12 @@ def test_make_vec_gives_the_twin_with_the_reference_spaces(task):
             twin.step(bad)
     with pytest.raises(ValueError, match="num_envs must be an integer"):
         gym.make_vec(task, num_envs=0, vectorization_mode="vector_entry_point")
+    with pytest.raises(RuntimeError, match="reset"):
+        gym.make_vec(task, num_envs=2, vectorization_mode="vector_entry_point").step(np.array([0, 0]))
+
+
+def test_twins_bound_their_tables_and_bit_masks():
+    with pytest.raises(ValueError, match=r"max_length must be an integer in \[3, 1000\], got 1001"):
+        BatchedCorridorEnv(2, max_length=1001, max_steps=2000)
+    with pytest.raises(ValueError, match=r"n_rooms must be an integer in \[2, 63\], got 64"):
+        BatchedPortalEnv(2, n_rooms=64)

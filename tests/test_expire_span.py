@@ -83,12 +83,14 @@ def test_span_loss_reaches_only_memories_inside_the_ramp():
 def test_span_loss_is_applied_while_a_query_sees_the_memory_in_the_ramp():
     model = make(loss_coef=1.0)
     fixed_span(model, 2.5)  # memories 3 and 4 steps back are in the ramp
-    state, losses, first = model.initial_state(1, "cpu"), [], one_episode(1, 6)
+    state, losses, sizes, first = model.initial_state(1, "cpu"), [], [], one_episode(1, 6)
     for step in range(6):
         _, state, record = model(torch.randn(1, 1, D_MODEL), state, first[:, step : step + 1])
         losses.append(record.aux_loss.item())
+        sizes.append(record.memory_size[0].item())
     per_memory = 2.5 / 2  # e / R
     torch.testing.assert_close(torch.tensor(losses), torch.tensor([0, 0, 0, 1, 2, 2]) * per_memory)
+    assert sizes == [0, 1, 2, 3, 4, 4]  # |C_t|: the memories with a mask above zero
     record.aux_loss.backward()
     assert model.span_predictors[0].bias.grad.abs() > 0
 
@@ -109,7 +111,7 @@ def test_cache_never_exceeds_max_span_plus_ramp_even_with_every_span_near_max():
 
 
 def test_random_shortening_only_in_training():
-    model = make(init_bias=30.0)
+    model = make(init_bias=30.0, shorten=True)
     x, first = torch.randn(2, 12, D_MODEL), one_episode(2, 12)
     _, state, _ = model(x, model.initial_state(2, "cpu"), first)
     window, no_start = torch.randn(2, 4, D_MODEL), torch.zeros(2, 4, dtype=torch.bool)

@@ -9,9 +9,7 @@ D_MODEL = 16
 
 def make(mem_len: int, n_layers: int = 2) -> memory_models.MemoryModel:
     torch.manual_seed(0)
-    return memory_models.build(
-        "transformer_xl", d_model=D_MODEL, n_layers=n_layers, n_heads=2, mem_len=mem_len
-    ).eval()
+    return memory_models.build("transformer_xl", d_model=D_MODEL, n_layers=n_layers, n_heads=2, mem_len=mem_len).eval()
 
 
 def one_episode(batch: int, steps: int) -> torch.Tensor:

@@ -1,0 +1,46 @@
+"""Data-parallel training under torchrun: two CPU processes (gloo), each with its own envs, keep equal parameters."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WORKER = """
+import torch
+import torch.distributed as dist
+from torch.nn.utils import parameters_to_vector
+
+from agents.trainer import Trainer
+from training.config import resolve
+from training.distributed import close_world, init_world
+
+torch.set_num_threads(1)
+world = init_world("cpu")
+overrides = ["train.num_envs=3", "train.unroll=6", "model.d_model=16", "model.n_heads=2", "env.max_length=6"]
+trainer = Trainer("corridor", "expire_span", resolve("configs/corridor_quick.toml", overrides=overrides), world, 0)
+initial = parameters_to_vector(trainer.policy.parameters()).detach().clone()
+for _ in range(3):
+    trainer.update()
+params = parameters_to_vector(trainer.policy.parameters()).detach()
+all_params = [torch.empty_like(params) for _ in range(2)]
+all_obs = [torch.empty_like(trainer.carry.obs) for _ in range(2)]
+dist.all_gather(all_params, params)
+dist.all_gather(all_obs, trainer.carry.obs)
+payload = trainer.checkpoint_payload()
+if world.is_main:
+    assert torch.equal(all_params[0], all_params[1]), "ranks' parameters differ"
+    assert not torch.equal(params, initial), "training did not change the parameters"
+    assert not torch.equal(all_obs[0], all_obs[1]), "ranks should act in envs of their own"
+    assert len(payload["ranks"]) == 2 and payload["global_step"] == 3 * 3 * 6 * 2
+    print("ranks agree")
+close_world(world)
+"""
+
+
+def test_two_ranks_keep_identical_parameters():
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["--no-python", sys.executable, "-c", WORKER]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ranks agree" in result.stdout

@@ -1,0 +1,155 @@
+"""The learner's rules: acting equals recomputing, nothing leaks across episode starts, ends bootstrap correctly."""
+
+import numpy as np
+import pytest
+import torch
+
+from agents.a2c import Carry, Timing, collect, gae
+from agents.episode_stats import EpisodeStats
+from agents.envs import make_batched_env
+from agents.policy import Policy
+from agents.trainer import Trainer
+from training.config import resolve
+from training.distributed import World
+
+CPU = World(rank=0, world_size=1, device=torch.device("cpu"))
+SHORT_CORRIDOR = {"min_length": 3, "max_length": 6, "max_steps": 12}  # episodes end inside every window
+MODELS = ["lstm", "expire_span", "transformer_xl"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_policy(model: str, env) -> Policy:
+    torch.manual_seed(0)
+    config = {"d_model": 32, "n_layers": 2, "n_heads": 2}
+    if model == "expire_span":
+        config.update(max_span=8, ramp=4)
+    if model == "transformer_xl":
+        config.update(mem_len=8)
+    vocab, actions = env.single_observation_space.shape[-1], int(env.single_action_space.n)
+    return Policy(vocab, actions, embed_dim=8, model_name=model, model_config=config)
+
+
+def corridor_rollout(model: str, num_envs: int = 6, unroll: int = 30, seed: int = 0):
+    env = make_batched_env("corridor", num_envs, "cpu", **SHORT_CORRIDOR)
+    policy = tiny_policy(model, env).eval()
+    obs, _ = env.reset(seed=seed)
+    carry = Carry(obs, torch.ones(num_envs, dtype=torch.bool), policy.initial_state(num_envs, "cpu"))
+    rollout, carry = collect(policy, env, carry, unroll, EpisodeStats(num_envs, torch.device("cpu")), Timing())
+    return policy, env, rollout, carry
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_recomputed_window_equals_acting_in_eval_mode(model):
+    policy, _, rollout, _ = corridor_rollout(model)
+    assert rollout.first[:, 1:].any(), "the window should hold episode starts"
+    with torch.no_grad():
+        logits, _, _, _ = policy(rollout.obs, rollout.start_state, rollout.first)
+    torch.testing.assert_close(logits, rollout.logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_steps_before_an_episode_start_do_not_reach_the_learner(model):
+    """Two windows whose rows differ only before each row's first episode start give equal logits after it."""
+    policy, _, rollout, carry = corridor_rollout(model, seed=1)
+    later = rollout.first[:, 1:]  # N x (T - 1)
+    starts = later.float().argmax(1) + 1  # N: each row's first episode start after step 0
+    rows = torch.nonzero(later.any(1)).flatten()
+    assert len(rows) > 0, "some row should start an episode inside the window"
+    obs = rollout.obs.clone()
+    before = torch.arange(obs.shape[1]) < starts[:, None]  # N x T: steps of the previous episode
+    obs[before] = torch.randint_like(obs[before], 0, 2)  # other observations before the start
+    with torch.no_grad():
+        reference, _, _, _ = policy(rollout.obs, rollout.start_state, rollout.first)
+        changed, _, _, _ = policy(obs, carry.state, rollout.first)  # another memory before the window too
+    for row in rows.tolist():
+        torch.testing.assert_close(changed[row, starts[row] :], reference[row, starts[row] :], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_acting_ignores_the_memory_of_episodes_that_ended(model):
+    """From the same env state and random stream, acting after an episode start is the same whatever came before."""
+    env = make_batched_env("corridor", 4, "cpu", **SHORT_CORRIDOR)
+    policy = tiny_policy(model, env).eval()
+    stats, timing = EpisodeStats(4, torch.device("cpu")), Timing()
+    obs, _ = env.reset(seed=3)
+    history = Carry(obs, torch.ones(4, dtype=torch.bool), policy.initial_state(4, "cpu"))
+    _, history = collect(policy, env, history, 20, stats, timing)  # a memory full of other episodes
+    env_state, windows = env.state_dict(), []
+    for state in (history.state, policy.initial_state(4, "cpu")):
+        env.load_state_dict(env_state)
+        torch.manual_seed(7)
+        start = Carry(history.obs, torch.ones(4, dtype=torch.bool), state)  # every row starts an episode here
+        windows.append(collect(policy, env, start, 25, stats, timing)[0])
+    assert torch.equal(windows[0].actions, windows[1].actions)
+    torch.testing.assert_close(windows[0].logits, windows[1].logits, rtol=1e-5, atol=1e-5)
+
+
+def reference_gae(rewards, values, bootstrap, terminated, truncated, discount, lam):
+    """Per-element GAE, written out: no bootstrap at true ends, V(s_t) at time limits, bootstrap at window end."""
+    n, t_len = rewards.shape
+    advantages = np.zeros((n, t_len))
+    for i in range(n):
+        running = 0.0
+        for t in reversed(range(t_len)):
+            if terminated[i, t]:
+                next_value, running = 0.0, 0.0
+            elif truncated[i, t]:
+                next_value, running = values[i, t], 0.0
+            else:
+                next_value = values[i, t + 1] if t + 1 < t_len else bootstrap[i]
+            delta = rewards[i, t] + discount * next_value - values[i, t]
+            running = delta + discount * lam * running
+            advantages[i, t] = running
+    return advantages
+
+
+def test_gae_stops_at_true_ends_and_bootstraps_at_time_limits_and_window_ends():
+    generator = torch.Generator().manual_seed(0)
+    rewards, values = torch.rand(5, 9, generator=generator), torch.rand(5, 9, generator=generator)
+    bootstrap = torch.rand(5, generator=generator)
+    terminated = torch.rand(5, 9, generator=generator) < 0.2
+    truncated = (torch.rand(5, 9, generator=generator) < 0.2) & ~terminated
+    advantages, returns = gae(rewards, values, bootstrap, terminated, truncated, 0.9, 0.8)
+    expected = reference_gae(*(x.numpy() for x in (rewards, values, bootstrap, terminated, truncated)), 0.9, 0.8)
+    np.testing.assert_allclose(advantages.numpy(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(returns, advantages + values)
+    ended = torch.zeros(1, 1, dtype=torch.bool)
+    _, target = gae(torch.ones(1, 1), torch.zeros(1, 1), torch.full((1,), 5.0), ended | True, ended, 0.9, 0.8)
+    assert target.item() == 1.0  # a true end ignores the bootstrap value
+
+
+def tiny_config() -> dict:
+    config = resolve(
+        "configs/corridor_quick.toml",
+        overrides=["train.num_envs=3", "train.unroll=10", "model.d_model=16", "model.n_heads=2"],
+    )
+    config["env"].update(SHORT_CORRIDOR)
+    return config
+
+
+def test_training_is_deterministic_under_a_fixed_seed():
+    runs = []
+    for _ in range(2):
+        trainer = Trainer("corridor", "expire_span", tiny_config(), CPU, seed=5)
+        for _ in range(3):
+            trainer.update()
+        runs.append(trainer.policy.state_dict())
+    for name, value in runs[0].items():
+        assert torch.equal(value, runs[1][name]), name
+
+
+def test_an_update_changes_every_parameter_the_loss_reaches():
+    trainer = Trainer("corridor", "lstm", tiny_config(), CPU, seed=0)
+    before = {name: value.clone() for name, value in trainer.policy.named_parameters()}
+    metrics, record = trainer.update()
+    assert all(torch.isfinite(value) for value in metrics.values())
+    changed = [name for name, value in trainer.policy.named_parameters() if not torch.equal(value, before[name])]
+    assert sorted(changed) == sorted(before)
+    assert record.memory_size.shape == (2,)

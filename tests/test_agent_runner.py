@@ -1,0 +1,151 @@
+"""runners/train_agent.py and runners/render.py end to end: smoke runs, exact resume, checkpoints, bad input."""
+
+import gymnasium
+import imageio.v2 as imageio
+import pytest
+import torch
+
+import memory_models
+from runners import render, train_agent
+from training.checkpoint import load_checkpoint
+
+TINY = [
+    "--set", "train.num_envs=2",
+    "--set", "train.unroll=5",
+    "--set", "model.d_model=16",
+    "--set", "model.n_heads=2",
+    "--set", "log.every_updates=1",
+    "--set", "log.eval_episodes=0",
+]  # fmt: skip
+SHORT_CORRIDOR = ["--set", "env.max_length=6", "--set", "env.max_steps=12"]
+UPDATE = 2 * 5  # agent steps per update with TINY
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(tmp_path, *args: str) -> dict:
+    assert train_agent.main([*args, "--logdir", str(tmp_path)]) == 0
+    (checkpoint,) = tmp_path.glob("*/checkpoint.pt")
+    return load_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize("model", memory_models.MODEL_NAMES)
+def test_every_model_trains_on_corridor(tmp_path, model):
+    payload = train(tmp_path, "--env", "corridor", "--model", model, "--steps", str(2 * UPDATE), *TINY, *SHORT_CORRIDOR)
+    assert payload["updates"] == 2 and payload["model_name"] == model
+    (run_dir,) = tmp_path.iterdir()
+    assert run_dir.name.startswith(f"corridor-{model}-seed0-")
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+ENVS = [
+    "portal",
+    pytest.param(
+        "instruction",
+        marks=pytest.mark.skipif("Instruction-v0" not in gymnasium.registry, reason="Instruction-v0 not built yet"),
+    ),
+]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_other_envs_train_with_the_default_model(tmp_path, env):
+    import envs  # noqa: F401  (registers the ids the skip condition reads)
+
+    payload = train(tmp_path, "--env", env, "--steps", str(UPDATE), *TINY)
+    assert payload["updates"] == 1 and payload["model_name"] == "expire_span" and payload["env_name"] == env
+
+
+def test_resumed_run_continues_exactly_as_the_uninterrupted_run(tmp_path):
+    common = ["--env", "corridor", "--seed", "3", *TINY, *SHORT_CORRIDOR]
+    whole = train(tmp_path / "whole", *common, "--steps", str(4 * UPDATE))
+    half = train(tmp_path / "half", *common, "--steps", str(2 * UPDATE))
+    assert half["updates"] == 2
+    (checkpoint,) = (tmp_path / "half").glob("*/checkpoint.pt")
+    assert train_agent.main(["--resume", str(checkpoint), "--steps", str(4 * UPDATE)]) == 0
+    resumed = load_checkpoint(checkpoint)
+    assert resumed["updates"] == whole["updates"] == 4
+    for name, value in whole["policy"].items():
+        assert torch.equal(value, resumed["policy"][name]), name
+    whole_env, resumed_env = whole["ranks"][0]["env"], resumed["ranks"][0]["env"]
+    assert torch.equal(whole_env["generator"], resumed_env["generator"])
+    for table in ("tensors", "layouts"):
+        for key, value in whole_env[table].items():
+            assert torch.equal(value, resumed_env[table][key]), key
+    assert torch.equal(whole["ranks"][0]["carry"].obs, resumed["ranks"][0]["carry"].obs)
+
+
+def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
+    payload = train(tmp_path, "--env", "corridor", "--model", "lstm", "--steps", str(3 * UPDATE), *TINY)
+    assert payload["global_step"] == 3 * UPDATE and payload["updates"] == 3
+    assert payload["config"]["train"]["num_envs"] == 2 and payload["world_size"] == 1
+    assert payload["optimizer"]["state"], "the optimiser's moments are saved"
+    rank = payload["ranks"][0]
+    assert set(rank) == {"env", "carry", "rng"}
+    assert set(rank["rng"]) >= {"python", "numpy", "torch"}
+    assert rank["carry"].obs.shape[0] == 2 and rank["carry"].state.hidden.shape == (2, 2, 16)
+    assert "generator" in rank["env"]
+
+
+def test_eval_mode_reports_held_out_success_and_is_repeatable(tmp_path, capsys):
+    train(tmp_path, "--env", "corridor", "--model", "lstm", "--steps", str(UPDATE), *TINY, *SHORT_CORRIDOR)
+    (checkpoint,) = tmp_path.glob("*/checkpoint.pt")
+    capsys.readouterr()
+    outputs = []
+    for _ in range(2):
+        assert train_agent.main(["--resume", str(checkpoint), "--eval", "8"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and "success" in outputs[0] and "episodes 8" in outputs[0]
+
+
+def test_render_writes_a_gif_of_grid_and_memory_strip(tmp_path):
+    train(tmp_path, "--env", "corridor", "--steps", str(UPDATE), *TINY, *SHORT_CORRIDOR)
+    (checkpoint,) = tmp_path.glob("*/checkpoint.pt")
+    out = tmp_path / "rollout.gif"
+    assert render.main(["--checkpoint", str(checkpoint), "--episodes", "2", "--out", str(out)]) == 0
+    frames = imageio.mimread(out)
+    assert len(frames) >= 4 and frames[0].shape[1] >= 512
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "corridr"], "invalid choice: 'corridr'"),
+        (["--env", "corridor", "--model", "expire"], "choose from 'none', 'lstm'"),
+        (["--env", "corridor", "--set", "train.foo=1"], "unknown config key 'train.foo'; valid keys here: bf16"),
+        (["--env", "corridor", "--set", "train.optimizer=sgd"], "train.optimizer must be one of adam, rmsprop"),
+        (["--env", "corridor", "--set", "train.lr=fast"], "train.lr must be float"),
+        (["--env", "corridor", "--set", "model.expire_span.max_span=0"], "max_span and ramp must be at least 1"),
+        (["--env", "corridor", "--set", "env.max_length=2"], "max_length must be an integer in [3,"),
+        (["--env", "corridor", "--steps", "0"], "--steps must be at least 1"),
+        (["--env", "corridor", "--device", "tpu"], "unknown device 'tpu'"),
+        (["--env", "corridor", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
+        (["--resume", "missing.pt"], "checkpoint 'missing.pt' does not exist"),
+        (["--model", "lstm"], "--env is required"),
+    ],
+)
+def test_bad_input_stops_at_once_naming_it_and_writes_nothing(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as stop:
+        train_agent.main([*args, "--logdir", str(tmp_path / "runs")])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_render_rejects_unknown_formats(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        render.main(["--checkpoint", "x.pt", "--out", str(tmp_path / "a.avi")])
+    assert "--out must end in one of .gif, .mp4" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trains_on_cuda_with_bf16(tmp_path):
+    payload = train(
+        tmp_path, "--env", "corridor", "--device", "cuda", "--steps", str(2 * UPDATE), "--set", "train.bf16=true", *TINY
+    )
+    assert payload["updates"] == 2
