@@ -34,6 +34,8 @@ def check_train_config(train: dict[str, Any]) -> None:
     """ValueErrors naming the first bad value of the ``[train]`` table."""
     if train["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train['optimizer']!r}")
+    if train["cpu_threads"] < 0:
+        raise ValueError(f"train.cpu_threads must be 0 (torch's default) or more, got {train['cpu_threads']}")
     for key in ("num_envs", "unroll", "steps"):
         if train[key] < 1:
             raise ValueError(f"train.{key} must be at least 1, got {train[key]}")
@@ -76,6 +78,8 @@ class Trainer:
         self.env_name, self.model_name, self.config, self.world, self.seed = env_name, model_name, config, world, seed
         self.num_envs, self.unroll, self.bf16 = train["num_envs"], train["unroll"], train["bf16"]
         device = world.device
+        if device.type == "cpu" and train["cpu_threads"] > 0:
+            torch.set_num_threads(train["cpu_threads"])
         seed_everything(seed)  # the same initial parameters on every rank
         self.env = make_batched_env(env_name, self.num_envs, device, **config["env"])
         self.policy = build_policy(

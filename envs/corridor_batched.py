@@ -17,11 +17,12 @@ and the colours: 36 windows, drawn once from the reference env's own observation
 import numpy as np
 import torch
 
+from envs.base import MOVES
 from envs.batched import BatchedWordGridEnv
 from envs.checks import check_int
 from envs.corridor import CORRIDOR_ROW, CorridorEnv
 
-MOVE_DX = np.array([0, 1, 0, -1])  # per action: north, east, south, west
+MOVE_DX = np.array([dx for dx, _ in MOVES])  # per action
 MAX_LENGTH = 1000
 
 

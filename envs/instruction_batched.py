@@ -5,9 +5,12 @@ count of `wrong` speech actions, and the layout. Everything else is a function o
 step count t, computed afresh each step: who is away (t_k <= t < t_k + delay), where the cats are
 (border cell (phase + t) mod 16), the instruction and chatter words on the agent's cell.
 
-Observations: the window's 9 flat cell indices are gathered from a grid of cell indices; a shared
-static code grid (0 floor, 1 wall; niches are walls) gives each cell's code, a niche cell takes its
-slot's code instead (2 + c where character c is present, else wall), and cats and the agent-cell words are OR-ed on top.
+Observations: the window's 9 flat cell indices are gathered from a grid of cell indices; each cell
+reads a code from a per-env row (floor, wall, then one code per niche slot: 2 + c where character c
+stands there now, else wall); window cells with a cat take the cat code; a table turns codes into
+words, and the agent-cell words (one row of an instruction table, one of the chatter table) are
+OR-ed onto the centre. Layout draws are cheap: one `randint` holds all of an instruction's time,
+target and sender, one a cat's room and phase, and the placement is a row of the reference's table.
 """
 
 from typing import Any
@@ -63,14 +66,13 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         grid, n_slots = reference.static_grid(), SLOTS_PER_ROOM * reference.n_rooms
         niches = [niche_cell(slot) for slot in range(n_slots)]
         cell_ref = [FLOOR if grid.get(x, y) is None else WALL for y in range(height) for x in range(width)]
+        adjacent_slot = np.full(height * width, -1)
         for slot, (x, y) in enumerate(niches):
             cell_ref[y * width + x] = FIRST_CHARACTER + slot
+            adjacent_slot[(1 if y == 0 else height - 2) * width + x] = slot  # the floor cell in front of the niche
         self._cell_ref = tensor(cell_ref)  # (H*W,): what a cell reads as, an index into a row of cell codes
         self._cell_codes = tensor([FLOOR, WALL] + [WALL] * n_slots).unsqueeze(0)  # 1 x (2 + n_slots)
         self._blocked = self._cell_ref != FLOOR  # walls and niches
-        adjacent_slot = np.full(height * width, -1)
-        for slot, (x, y) in enumerate(niches):
-            adjacent_slot[(1 if y == 0 else height - 2) * width + x] = slot  # the floor cell in front of the niche
         self._adjacent_slot = tensor(adjacent_slot)  # (H*W,) slot index or -1
         self._reach = width + 2  # a cell this far from the agent (in flat index) is outside its window
         window_cell = np.full(2 * self._reach + 1, 9)
@@ -86,9 +88,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         speaker, topic = reference.chatter_speaker, reference.chatter_topic
         self._chatter = self.word_table([(names[s], TOPICS[w]) if s >= 0 else ()
                                          for s, w in zip(speaker, topic, strict=True)])
-        index = reference.word_index
-        self._tell = index["tell"]
-        self._to, self._from = index[f"to_{names[0]}"], index[f"from_{names[0]}"]  # the role words run in order
+        pairs = [("tell", f"to_{target}", f"from_{sender}") for target in names for sender in names]
+        self._instruction_words = self.word_table([*pairs, ()])  # row target * C + sender, then no instruction
         self._placements = tensor(reference.placements)  # PLACEMENTS x C
         self._character_ids = torch.arange(reference.n_characters, device=dev)
         self._instruction_slots = torch.arange(reference.n_instructions, device=dev)
@@ -106,7 +107,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         targets = schedule // spacing % c
         walks = randint(reference.n_rooms * self._border.shape[1], w)  # one draw holds each cat's room and phase
         return {
-            "homes": self._placements[randint(PLACEMENTS)],
+            "homes": self._placements.index_select(0, randint(PLACEMENTS)),
             "times": self._instruction_slots * spacing + schedule % spacing,
             "targets": targets,
             "senders": (targets + 1 + schedule // (spacing * c)) % c,
@@ -151,7 +152,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         t = self.step_count  # the observation the agent acted on
         layouts = self.layouts
         speech = actions >= len(MOVES)
-        slot = self._adjacent_slot[self.y * self._width + self.x]  # N, -1 where no niche is adjacent
+        slot = self._adjacent_slot.take(self.y * self._width + self.x)  # N, -1 where no niche is adjacent
         heard = (layouts["homes"] == slot.unsqueeze(1)) & self._present(t)  # N x C, at most one
         listener = heard.long().argmax(1)
         pending = (layouts["times"] <= t.unsqueeze(1)) & ~self.executed  # N x K
@@ -163,8 +164,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         wrong = speech & ~right
         self.wrong += wrong
         reward = torch.where(right, 1.0, torch.where(wrong, -self.reference.wrong_penalty, 0.0))
-        x, y = self.x + self._dx[actions], self.y + self._dy[actions]
-        stay = self._blocked[y * self._width + x]
+        x, y = self.x + self._dx.take(actions), self.y + self._dy.take(actions)
+        stay = self._blocked.take(y * self._width + x)
         self.x, self.y = torch.where(stay, self.x, x), torch.where(stay, self.y, y)
         terminated = self.executed.all(1)
         self._counts = self.counters(t + 1)
@@ -178,28 +179,29 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         character_codes = torch.where(self._present(t), FIRST_CHARACTER + self._character_ids, WALL)  # N x C
         cell_codes = self._cell_codes.expand(n, -1).clone()  # N x (2 + n_slots): floor, wall, then the niches
         cell_codes.scatter_(1, FIRST_CHARACTER + self.layouts["homes"], character_codes)  # homes are distinct slots
-        codes = cell_codes.gather(1, self._cell_ref[cells])  # N x 9
+        codes = cell_codes.gather(1, self._cell_ref.take(cells))  # N x 9
         codes.masked_fill_(self._cats_in_window(t), self._cat_code)  # cats walk on floor only
         return self.encode_cells(self._cell_words, codes.view(n, 3, 3), self._agent_cell_words(t))
 
     def _cats_in_window(self, t: torch.Tensor) -> torch.Tensor:
         """N x 9 bool: the window cells where a cat is at step count t (N,)."""
         layouts, border = self.layouts, self._border.shape[1]
-        cats = self._border[layouts["wanderer_rooms"], (layouts["wanderer_phases"] + t.unsqueeze(1)) % border]  # N x W
+        phases = (layouts["wanderer_phases"] + t.unsqueeze(1)) % border  # N x W
+        cats = self._border.take(layouts["wanderer_rooms"] * border + phases)  # N x W flat cell index
         offset = cats - (self.y * self._width + self.x).unsqueeze(1) + self._reach  # N x W, in [0, 2 reach] if near
-        window_cell = self._window_cell[offset.clamp_(0, 2 * self._reach)]  # N x W, 9 where outside the window
+        window_cell = self._window_cell.take(offset.clamp_(0, 2 * self._reach))  # N x W, 9 where outside the window
         seen = torch.zeros(self.num_envs, 10, dtype=torch.bool, device=self.device)
         return seen.scatter_(1, window_cell, True)[:, :9]
 
     def _agent_cell_words(self, t: torch.Tensor) -> torch.Tensor:
         """N x V int8: the instruction shown at step count t (N,), if any, and the chatter."""
-        layouts = self.layouts
-        words = self._chatter.index_select(0, (layouts["chatter_offset"] + t) % CHATTER_PERIOD)  # N x V
-        shown = (layouts["times"] == t.unsqueeze(1)).to(torch.int8)  # N x K
-        words[:, self._tell] |= shown.amax(1)
-        words.scatter_reduce_(1, self._to + layouts["targets"], shown, reduce="amax")
-        words.scatter_reduce_(1, self._from + layouts["senders"], shown, reduce="amax")
-        return words
+        layouts, c = self.layouts, self.reference.n_characters
+        shown = layouts["times"] == t.unsqueeze(1)  # N x K, at most one: the drawn times are distinct
+        k = shown.long().argmax(1, keepdim=True)  # N x 1
+        pair = layouts["targets"].gather(1, k) * c + layouts["senders"].gather(1, k)  # N x 1
+        instruction = torch.where(shown.any(1), pair.squeeze(1), c * c)  # N, row c * c: no instruction
+        chatter = (layouts["chatter_offset"] + t) % CHATTER_PERIOD  # N
+        return self._instruction_words.index_select(0, instruction) | self._chatter.index_select(0, chatter)
 
     def reference_view(self, i: int) -> InstructionEnv:
         reference = self.reference

@@ -16,11 +16,11 @@ once from the reference env's own observations.
 import numpy as np
 import torch
 
+from envs.base import MOVES
 from envs.batched import BatchedWordGridEnv
 from envs.checks import check_int
 from envs.portal import ENTRY, ROOM_SIZE, PortalEnv
 
-MOVES = ((0, -1), (1, 0), (0, 1), (-1, 0))  # (dx, dy) per action: north, east, south, west
 NO_DOOR, NORTH_DOOR, SOUTH_DOOR = 0, 1, 2  # a door's code is 1 + its layout value
 ENTRY_CELL = ROOM_SIZE * ENTRY + ENTRY
 MAX_ROOMS = 63
@@ -46,16 +46,16 @@ class BatchedPortalEnv(BatchedWordGridEnv):
         self.room = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.cell = torch.full((num_envs,), ENTRY_CELL, dtype=torch.int64, device=self.device)
         self.mistakes = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
-        self._rewards = torch.tensor(self.reference.rewards + [0.0], dtype=torch.float32, device=self.device)
+        self._rewards = torch.tensor(
+            self.reference.rewards, dtype=torch.float32, device=self.device
+        )  # per room
         self._tabulate_moves()
         self._windows = self._tabulate_windows()  # (n_rooms * 25) x 9V
 
     def _tabulate_moves(self) -> None:
         """Flat tables indexed 4 cell + action: the next cell, and the door entered (NO_DOOR, ...)."""
-        next_cell, door = (
-            np.zeros((ROOM_SIZE**2, 4), dtype=np.int64),
-            np.zeros((ROOM_SIZE**2, 4), dtype=np.int64),
-        )
+        next_cell = np.zeros((ROOM_SIZE**2, len(MOVES)), dtype=np.int64)
+        door = np.zeros_like(next_cell)
         for cell in range(ROOM_SIZE**2):
             y, x = divmod(cell, ROOM_SIZE)
             for action, (dx, dy) in enumerate(MOVES):

@@ -1,7 +1,7 @@
 """Environment speed: steps per second of every registered task, reference envs under gymnasium's
 SyncVectorEnv against the natively batched torch twin, at several numbers of envs.
 
-    python -m runners.bench_envs                      # N = 64 and 1024, 4 s per task and N, CPU
+    python -m runners.bench_envs                      # N = 64 and 1024, 4 s per task and N, CPU, 1 thread
     python -m runners.bench_envs --num-envs 4096 --device cuda --no-sync
 
 Tasks are found in gymnasium's registry (every id registered by `envs` with a vector entry point),
@@ -99,7 +99,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu", help="device of the twins: cpu or cuda[:k] (default: cpu)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1; the twins' ops are small, and on a busy machine more threads "
+        "mostly wait for each other)",
     )
     parser.add_argument("--no-sync", action="store_true", help="time the twins only (for large N on a GPU)")
     args = parser.parse_args()
@@ -118,15 +122,14 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--device: {error}")
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device: CUDA is not available on this machine; use cpu")
-    if args.threads is not None and args.threads < 1:
+    if args.threads < 1:
         parser.error("--threads must be a positive integer")
     return args
 
 
 def main() -> None:
     args = parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     rows, load_before = [], os.getloadavg()[0]
     jobs = [(task, n) for task in args.tasks for n in args.num_envs]
     for task, n in tqdm(jobs, desc="measuring", unit="task x N"):

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logdir", type=Path, default=Path("runs"), help="parent of the run directory (default runs)")
     parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run that wrote CHECKPOINT")
     parser.add_argument(
-        "--eval", type=int, metavar="EPISODES", help="with --resume: only evaluate the policy on EPISODES held-out seeds"
+        "--eval", type=int, metavar="EPISODES", help="with --resume: only evaluate the policy on EPISODES held-out episodes"
     )
     return parser
 
@@ -193,9 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     trainer, world = setup(args, parser)
     if args.eval is not None:
-        results = evaluate(
-            trainer.policy, trainer.env_name, trainer.config["env"], args.eval, EVAL_SEED_OFFSET + trainer.seed, world.device
-        )
+        seed = EVAL_SEED_OFFSET + trainer.seed
+        results = evaluate(trainer.policy, trainer.env_name, trainer.config["env"], args.eval, seed, world.device)
         print(", ".join(f"{name} {value:.4g}" for name, value in results.items()))
         close_world(world)
         return 0

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from agents.a2c import Carry, Timing, collect, gae
-from agents.episode_stats import EpisodeStats
 from agents.envs import make_batched_env
+from agents.episode_stats import EpisodeStats
 from agents.policy import Policy
 from agents.trainer import Trainer
 from training.config import resolve

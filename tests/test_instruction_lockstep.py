@@ -28,8 +28,8 @@ COUNTERS = ("instructions_received", "instructions_right", "instructions_wrong")
 
 def policy(references, rng):
     """Actions (N,) from the references' state: next to the target of a pending instruction, usually
-    say its sender, else often walk towards such a target (except envs 0, 4, 8...); careless envs (odd i) also say random
-    senders, to characters or to nobody; otherwise walk at random, mostly north and south."""
+    say its sender, else often walk towards such a target (but not envs 0, 4, 8, ...); careless envs
+    (odd i) also say random senders, to characters or to nobody; else walk at random, mostly north-south."""
     actions = []
     for i, reference in enumerate(references):
         t, u = reference.step_count, rng.random()

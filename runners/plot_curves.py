@@ -1,0 +1,70 @@
+"""Plot a training run's main TensorBoard curves into one PNG (for READMEs and reports).
+
+    python runners/plot_curves.py runs/<run> --out docs/images/corridor_curves.png
+    python runners/plot_curves.py runs/<expire_span run> runs/<none run> --out compare.png  # several runs, one figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+PANELS = {
+    "episode/success": "success rate",
+    "episode/return": "episode return",
+    "episode/length": "episode length",
+    "memory/size_layer0": "memory size, layer 0 (steps)",
+}
+
+
+def read_scalars(run_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    available = set(events.Tags()["scalars"])
+    return {
+        tag: ([e.step for e in events.Scalars(tag)], [e.value for e in events.Scalars(tag)])
+        for tag in PANELS
+        if tag in available
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="plot_curves.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories holding TensorBoard event files")
+    parser.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG to write (default curves.png)")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        if not list(run.glob("events.out.tfevents.*")):
+            parser.error(f"{str(run)!r} holds no TensorBoard event files")
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
+    for run in args.runs:
+        scalars = read_scalars(run)
+        for axis, (tag, title) in zip(axes, PANELS.items(), strict=True):
+            if tag in scalars:
+                steps, values = scalars[tag]
+                axis.plot(steps, values, label=run.name)
+            axis.set_title(title)
+            axis.set_xlabel("agent steps")
+            axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
