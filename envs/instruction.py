@@ -46,9 +46,10 @@ Rules:
   actions); the instruction accuracy is right / (right + wrong).
 
 Layout (`reset(options={"layout": ...})`), int64 arrays: `homes` (n_characters,) the niche slot of
-each character; `times`, `targets`, `senders` (n_instructions,) the schedule; `wanderer_rooms`,
-`wanderer_phases` (n_wanderers,) where each cat walks (phase: its border cell at step 0, 0 the
-room's north-west floor cell, clockwise); `chatter_offset` (scalar).
+each character; `times`, `targets`, `senders` (n_instructions,) the schedule (drawn times are
+distinct, which the batched twin relies on); `wanderer_rooms`, `wanderer_phases` (n_wanderers,)
+where each cat walks (phase: its border cell at step 0, 0 the room's north-west floor cell,
+clockwise); `chatter_offset` (scalar).
 """
 
 import functools
@@ -58,6 +59,7 @@ from typing import Any, SupportsFloat
 import numpy as np
 from gymnasium import spaces
 from minigrid.core.constants import COLOR_NAMES
+from minigrid.core.grid import Grid
 from minigrid.core.world_object import Ball, Key, WorldObj
 
 from envs.base import MOVES, OUTSIDE, WordGridEnv, filled_grid
@@ -182,7 +184,11 @@ class InstructionEnv(WordGridEnv):
         self.characters = [Character(c) for c in range(n_characters)]
         self.wanderers = [Wanderer() for _ in range(n_wanderers)]
         self.borders = [border_cells(room) for room in range(n_rooms)]
+        # the episode, from its layout (see _gen_grid)
         self.schedule: list[tuple[int, int, int]] = []  # per instruction: (time, target, sender)
+        self.niches: list[tuple[int, int]] = []  # per character: its niche cell
+        self.walks: list[tuple[list[tuple[int, int]], int]] = []  # per cat: (its room's border, phase)
+        self.chatter_offset = 0
         self.executed: list[bool] = []  # per instruction
         self.wrong = 0
 
@@ -201,7 +207,7 @@ class InstructionEnv(WordGridEnv):
             "chatter_offset": np.array(rng.integers(CHATTER_PERIOD)),
         }
 
-    def static_grid(self):
+    def static_grid(self) -> Grid:
         """The rooms and their doorways, every niche walled up: what never changes."""
         grid = filled_grid(self.width, self.height)
         for room in range(self.n_rooms):

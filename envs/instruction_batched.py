@@ -5,11 +5,11 @@ count of `wrong` speech actions, and the layout. Everything else is a function o
 step count t, computed afresh each step: who is away (t_k <= t < t_k + delay), where the cats are
 (border cell (phase + t) mod 16), the instruction and chatter words on the agent's cell.
 
-Observations: the window's 9 flat cell indices are gathered from a grid of cell indices; each cell
-reads a code from a per-env row (floor, wall, then one code per niche slot: 2 + c where character c
-stands there now, else wall); window cells with a cat take the cat code; a table turns codes into
-words, and the agent-cell words (one row of an instruction table, one of the chatter table) are
-OR-ed onto the centre. Layout draws are cheap: one `randint` holds all of an instruction's time,
+Observations: a table gives, per agent cell, what its 9 window cells read as: an index into a
+per-env row of codes (floor, wall, then one code per niche slot: 2 + c where character c stands
+there now, else wall); window cells with a cat take the cat code; a table turns codes into words,
+and the agent-cell words (one row of an instruction table, one of the chatter table) are OR-ed onto
+the centre. Layout draws are cheap: one `randint` holds all of an instruction's time,
 target and sender, one a cat's room and phase, and the placement is a row of the reference's table.
 """
 
@@ -62,18 +62,22 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
             return torch.as_tensor(np.asarray(values), dtype=dtype, device=dev)
 
         self._width = width
-        self._cells = torch.arange(height * width, device=dev).view(height, width)  # H x W flat cell index
         grid, n_slots = reference.static_grid(), SLOTS_PER_ROOM * reference.n_rooms
-        niches = [niche_cell(slot) for slot in range(n_slots)]
-        cell_ref = [FLOOR if grid.get(x, y) is None else WALL for y in range(height) for x in range(width)]
-        adjacent_slot = np.full(height * width, -1)
-        for slot, (x, y) in enumerate(niches):
-            cell_ref[y * width + x] = FIRST_CHARACTER + slot
-            adjacent_slot[(1 if y == 0 else height - 2) * width + x] = slot  # the floor cell in front of the niche
-        self._cell_ref = tensor(cell_ref)  # (H*W,): what a cell reads as, an index into a row of cell codes
+        cell_ref = np.array([[FLOOR if grid.get(x, y) is None else WALL for x in range(width)]
+                             for y in range(height)])  # H x W: what a cell reads as, an index into a row of codes
+        adjacent_slot = np.full((height, width), -1)
+        for slot in range(n_slots):
+            x, y = niche_cell(slot)
+            cell_ref[y, x] = FIRST_CHARACTER + slot
+            adjacent_slot[1 if y == 0 else height - 2, x] = slot  # the floor cell in front of the niche
+        window_refs = np.full((height, width, 9), WALL)  # per agent cell: its window's cell_ref, north row first
+        for y in range(1, height - 1):
+            for x in range(1, width - 1):
+                window_refs[y, x] = [cell_ref[y + dy, x + dx] for dx, dy in WINDOW_OFFSETS]
+        self._window_refs = tensor(window_refs.reshape(height * width, 9))  # (H*W) x 9
         self._cell_codes = tensor([FLOOR, WALL] + [WALL] * n_slots).unsqueeze(0)  # 1 x (2 + n_slots)
-        self._blocked = self._cell_ref != FLOOR  # walls and niches
-        self._adjacent_slot = tensor(adjacent_slot)  # (H*W,) slot index or -1
+        self._blocked = tensor(cell_ref.reshape(-1) != FLOOR, torch.bool)  # (H*W,): walls and niches
+        self._adjacent_slot = tensor(adjacent_slot.reshape(-1))  # (H*W,) slot index or -1
         self._reach = width + 2  # a cell this far from the agent (in flat index) is outside its window
         window_cell = np.full(2 * self._reach + 1, 9)
         for k, (dx, dy) in enumerate(WINDOW_OFFSETS):
@@ -89,9 +93,10 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self._chatter = self.word_table([(names[s], TOPICS[w]) if s >= 0 else ()
                                          for s, w in zip(speaker, topic, strict=True)])
         pairs = [("tell", f"to_{target}", f"from_{sender}") for target in names for sender in names]
-        self._instruction_words = self.word_table([*pairs, ()])  # row target * C + sender, then no instruction
+        self._instruction_words = self.word_table([(), *pairs])  # row 0 no instruction, 1 + target * C + sender
+        self._rewards = tensor([0.0, 1.0, -reference.wrong_penalty], torch.float32)  # nothing, right, wrong
         self._placements = tensor(reference.placements)  # PLACEMENTS x C
-        self._character_ids = torch.arange(reference.n_characters, device=dev)
+        self._character_codes = FIRST_CHARACTER + torch.arange(reference.n_characters, device=dev)
         self._instruction_slots = torch.arange(reference.n_instructions, device=dev)
 
     # ----- episodes ----------------------------------------------------------------------------------
@@ -149,46 +154,47 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         return ~absent[:, :-1]
 
     def _transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = self.step_count  # the observation the agent acted on
-        layouts = self.layouts
+        t, layouts = self.step_count.unsqueeze(1), self.layouts  # the observation the agent acted on, N x 1
+        times, targets = layouts["times"], layouts["targets"]
         speech = actions >= len(MOVES)
         slot = self._adjacent_slot.take(self.y * self._width + self.x)  # N, -1 where no niche is adjacent
-        heard = (layouts["homes"] == slot.unsqueeze(1)) & self._present(t)  # N x C, at most one
-        listener = heard.long().argmax(1)
-        pending = (layouts["times"] <= t.unsqueeze(1)) & ~self.executed  # N x K
-        match = (pending & (layouts["targets"] == listener.unsqueeze(1))
-                 & (layouts["senders"] == (actions - len(MOVES)).unsqueeze(1))
-                 & (speech & heard.any(1)).unsqueeze(1))  # N x K
+        in_slot = layouts["homes"] == slot.unsqueeze(1)  # N x C, at most one
+        about_listener = targets == in_slot.long().argmax(1, keepdim=True)  # N x K
+        received = times <= t  # N x K
+        listener_away = (about_listener & received & (t < times + self.reference.delay)).any(1)
+        heard = speech & in_slot.any(1) & ~listener_away  # N
+        match = (received & ~self.executed & about_listener & heard.unsqueeze(1)
+                 & (layouts["senders"] == (actions - len(MOVES)).unsqueeze(1)))  # N x K
         self.executed |= match & (match.cumsum(1) == 1)  # the earliest matching instruction
         right = match.any(1)
         wrong = speech & ~right
         self.wrong += wrong
-        reward = torch.where(right, 1.0, torch.where(wrong, -self.reference.wrong_penalty, 0.0))
+        reward = self._rewards.take(right + 2 * wrong)  # N float32: 0, +1 or -wrong_penalty
         x, y = self.x + self._dx.take(actions), self.y + self._dy.take(actions)
         stay = self._blocked.take(y * self._width + x)
         self.x, self.y = torch.where(stay, self.x, x), torch.where(stay, self.y, y)
         terminated = self.executed.all(1)
-        self._counts = self.counters(t + 1)
+        self._counts = self.counters(self.step_count + 1)
         return reward, terminated, terminated & (self.wrong == 0)
 
     # ----- observation --------------------------------------------------------------------------------
 
     def _observe(self) -> torch.Tensor:
         n, t = self.num_envs, self.step_count
-        cells = self.window_codes(self._cells, self.x, self.y).view(n, 9)  # flat cell index of the window
-        character_codes = torch.where(self._present(t), FIRST_CHARACTER + self._character_ids, WALL)  # N x C
+        agent = self.y * self._width + self.x  # N, flat cell index
+        character_codes = torch.where(self._present(t), self._character_codes, WALL)  # N x C
         cell_codes = self._cell_codes.expand(n, -1).clone()  # N x (2 + n_slots): floor, wall, then the niches
         cell_codes.scatter_(1, FIRST_CHARACTER + self.layouts["homes"], character_codes)  # homes are distinct slots
-        codes = cell_codes.gather(1, self._cell_ref.take(cells))  # N x 9
-        codes.masked_fill_(self._cats_in_window(t), self._cat_code)  # cats walk on floor only
+        codes = cell_codes.gather(1, self._window_refs.index_select(0, agent))  # N x 9
+        codes.masked_fill_(self._cats_in_window(t, agent), self._cat_code)  # cats walk on floor only
         return self.encode_cells(self._cell_words, codes.view(n, 3, 3), self._agent_cell_words(t))
 
-    def _cats_in_window(self, t: torch.Tensor) -> torch.Tensor:
-        """N x 9 bool: the window cells where a cat is at step count t (N,)."""
+    def _cats_in_window(self, t: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+        """N x 9 bool: the window cells where a cat is at step count t (N,), the agent at flat cell `agent`."""
         layouts, border = self.layouts, self._border.shape[1]
         phases = (layouts["wanderer_phases"] + t.unsqueeze(1)) % border  # N x W
         cats = self._border.take(layouts["wanderer_rooms"] * border + phases)  # N x W flat cell index
-        offset = cats - (self.y * self._width + self.x).unsqueeze(1) + self._reach  # N x W, in [0, 2 reach] if near
+        offset = cats - agent.unsqueeze(1) + self._reach  # N x W, in [0, 2 reach] if near
         window_cell = self._window_cell.take(offset.clamp_(0, 2 * self._reach))  # N x W, 9 where outside the window
         seen = torch.zeros(self.num_envs, 10, dtype=torch.bool, device=self.device)
         return seen.scatter_(1, window_cell, True)[:, :9]
@@ -197,9 +203,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         """N x V int8: the instruction shown at step count t (N,), if any, and the chatter."""
         layouts, c = self.layouts, self.reference.n_characters
         shown = layouts["times"] == t.unsqueeze(1)  # N x K, at most one: the drawn times are distinct
-        k = shown.long().argmax(1, keepdim=True)  # N x 1
-        pair = layouts["targets"].gather(1, k) * c + layouts["senders"].gather(1, k)  # N x 1
-        instruction = torch.where(shown.any(1), pair.squeeze(1), c * c)  # N, row c * c: no instruction
+        pair = layouts["targets"] * c + layouts["senders"] + 1  # N x K, row of the instruction table
+        instruction = (shown * pair).sum(1)  # N, row 0: no instruction
         chatter = (layouts["chatter_offset"] + t) % CHATTER_PERIOD  # N
         return self._instruction_words.index_select(0, instruction) | self._chatter.index_select(0, chatter)
 

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logdir", type=Path, default=Path("runs"), help="parent of the run directory (default runs)")
     parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run that wrote CHECKPOINT")
     parser.add_argument(
-        "--eval", type=int, metavar="EPISODES", help="with --resume: only evaluate the policy on EPISODES held-out episodes"
+        "--eval", type=int, metavar="EPISODES", help="with --resume: only evaluate on EPISODES held-out episodes"
     )
     return parser
 

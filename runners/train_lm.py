@@ -177,15 +177,36 @@ def save(path: Path, payload: dict[str, Any], local: dict[str, Any], world: Worl
         save_checkpoint(path, {**payload, "world_size": world.world_size, "ranks": ranks})
 
 
-def check_config(args: argparse.Namespace, config: dict[str, Any], task: Task) -> None:
-    training = config["training"]
+def check_training(task: str, training: dict[str, Any]) -> None:
+    """Settings the TOML types alone cannot rule out."""
     for key in ("batch_size", "block", "steps", "log_every", "mrbp_horizon"):
         if training[key] < 1:
             raise ValueError(f"training.{key} must be at least 1, got {training[key]}")
-    if task.name in ("copy", "collision") and training["eval_blocks"] < 1:
-        raise ValueError(f"training.eval_blocks must be at least 1 for --task {task.name} (its data is endless)")
-    if args.model not in config["models"]:
-        raise ValueError(f"the config has no [models.{args.model}] table")
+    if task in ("copy", "collision") and training["eval_blocks"] < 1:
+        raise ValueError(f"training.eval_blocks must be at least 1 for --task {task} (its data is endless)")
+
+
+def log_interval(
+    writer: SummaryWriter,
+    step: int,
+    values: dict[str, float],
+    sizes: list[float],
+    record: MemoryRecord,
+    lr: float,
+    batch_ms: float,
+    device: torch.device,
+) -> None:
+    """TensorBoard: the task metric, memory size per layer, expire-span histograms, time and peak memory."""
+    for name, value in values.items():
+        writer.add_scalar(f"train/{name}", value, step)
+    for layer, size in enumerate(sizes):
+        writer.add_scalar(f"memory/size_layer{layer}", size, step)
+    if record.spans is not None:
+        for layer, spans in enumerate(record.spans.detach().float().cpu()):  # B x T per layer
+            writer.add_histogram(f"memory/spans_layer{layer}", spans, step)
+    writer.add_scalar("train/lr", lr, step)
+    writer.add_scalar("perf/time_per_batch_ms", batch_ms, step)
+    writer.add_scalar("perf/peak_memory_mb", peak_memory_mb(device), step)
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,11 +227,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tuple[SequenceModel, dict[str, Any]]:
     """Train (or resume) to ``args.steps``, evaluate on valid and test; return the model and the summary."""
     training, device = config["training"], world.device
+    check_training(args.task, training)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     task = build_task(args.task, config["data"], training["block"], args.data, args.seed, world.rank, world.world_size)
-    check_config(args, config, task)
     memory = memory_models.build(args.model, **config["model"], **config["models"][args.model])
     model = SequenceModel(memory, task.vocab_in, task.vocab_out).to(device)
     ddp = DistributedDataParallel(model) if world.distributed else model
@@ -248,7 +269,7 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
     progress = tqdm(total=stop, initial=step, disable=not world.is_main, desc=f"{args.task}/{args.model}")
     totals = torch.zeros(3, device=device)  # nll, correct, count since the last log
     memory_sum = torch.zeros(model.memory.n_layers, device=device)  # summed per-layer memory sizes
-    run_memory_sum, run_steps = torch.zeros_like(memory_sum), 0
+    run_memory_sum, run_steps, last_sizes = torch.zeros_like(memory_sum), 0, []
     interval_start, interval_steps, run_time = time.perf_counter(), 0, 0.0
     while step < stop:
         batches = [stream.next_block().to(device) for _ in range(horizon)]
@@ -275,19 +296,11 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
             run_time, run_steps = run_time + elapsed, run_steps + interval_steps
             run_memory_sum += memory_sum
             values = metrics(task.metric, *totals.tolist())
-            sizes = (memory_sum / interval_steps).tolist()
+            last_sizes = (memory_sum / interval_steps).tolist()
             progress.set_postfix(values)
             if writer is not None:
-                for name, value in values.items():
-                    writer.add_scalar(f"train/{name}", value, step)
-                for layer, size in enumerate(sizes):
-                    writer.add_scalar(f"memory/size_layer{layer}", size, step)
-                if record.spans is not None:
-                    for layer, spans in enumerate(record.spans.detach().float().cpu()):
-                        writer.add_histogram(f"memory/spans_layer{layer}", spans, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                writer.add_scalar("perf/time_per_batch_ms", 1000 * elapsed / interval_steps, step)
-                writer.add_scalar("perf/peak_memory_mb", peak_memory_mb(device), step)
+                batch_ms = 1000 * elapsed / interval_steps
+                log_interval(writer, step, values, last_sizes, record, scheduler.get_last_lr()[0], batch_ms, device)
             totals.zero_()
             memory_sum.zero_()
             interval_start, interval_steps = time.perf_counter(), 0
@@ -319,7 +332,8 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
         "test": evaluate(model, task, "test", config, world),
         "time_per_batch_ms": 1000 * run_time / max(run_steps, 1),
         "peak_memory_mb": peak_memory_mb(device),
-        "memory_size": (run_memory_sum / max(run_steps, 1)).tolist(),
+        "memory_size": (run_memory_sum / max(run_steps, 1)).tolist(),  # per layer, mean over the run
+        "final_memory_size": last_sizes,  # per layer, mean over the last log interval
     }
     if writer is not None:
         for split in ("valid", "test"):

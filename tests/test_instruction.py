@@ -15,7 +15,8 @@ def _words(env, obs, row=1, col=1):
     return {env.vocab[k] for k in np.flatnonzero(obs[row, col])}
 
 
-def _say(env, sender):
+def _say(sender):
+    """The speech action "say_<sender>"."""
     return 4 + CHARACTERS.index(sender)
 
 
@@ -102,32 +103,32 @@ def test_the_target_is_away_for_delay_steps_then_the_right_speech_is_rewarded_on
     obs = _wait(env, 2)  # step count 5: the instruction, and the butler has left
     assert {"tell", "to_butler", "from_guard"} <= _words(env, obs) and _words(env, obs, 0, 1) == {"wall", "grey"}
     for t in range(5, 25):  # away while 5 <= t < 25: speaking to the wall is wrong
-        obs, reward, _, _, info = env.step(_say(env, "guard"))
+        obs, reward, _, _, info = env.step(_say("guard"))
         assert reward == pytest.approx(-0.1) and info["instructions_wrong"] == t - 4
         assert _words(env, obs, 0, 1) == ({"butler"} if t + 1 == 25 else {"wall", "grey"})
-    _, reward, terminated, _, info = env.step(_say(env, "guard"))  # acting on step count 25 = 5 + delay
+    _, reward, terminated, _, info = env.step(_say("guard"))  # acting on step count 25 = 5 + delay
     assert reward == 1 and not terminated and info["instructions_right"] == 1
-    _, reward, _, _, info = env.step(_say(env, "guard"))  # executed: no longer pending
+    _, reward, _, _, info = env.step(_say("guard"))  # executed: no longer pending
     assert reward == pytest.approx(-0.1) and info["instructions_right"] == 1 and info["instructions_wrong"] == 21
 
 
 def test_wrong_sender_wrong_target_and_nobody_are_penalised_and_the_instruction_stays_pending():
     env = InstructionEnv(delay=2, wrong_penalty=0.5, **QUIET)
     env.reset(options={"layout": _layout(env, [0, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1])})
-    _, reward, *_ = env.step(_say(env, "guard"))  # at the start, nobody is next to the agent
+    _, reward, *_ = env.step(_say("guard"))  # at the start, nobody is next to the agent
     assert reward == -0.5
     _go_to_slot_0(env)  # in front of the butler (slot 0)
     for sender in ("cook", "merchant", "butler"):  # wrong senders
-        _, reward, *_ = env.step(_say(env, sender))
+        _, reward, *_ = env.step(_say(sender))
         assert reward == -0.5
     env.step(EAST)
     env.step(EAST)  # (4, 1): in front of the guard (slot 1), who is not the target
     assert env.adjacent_character() == 1
-    _, reward, *_ = env.step(_say(env, "guard"))
+    _, reward, *_ = env.step(_say("guard"))
     assert reward == -0.5
     env.step(WEST)
     env.step(WEST)
-    _, reward, _, _, info = env.step(_say(env, "guard"))  # still pending: now right
+    _, reward, _, _, info = env.step(_say("guard"))  # still pending: now right
     assert reward == 1 and info == {"instructions_received": 1, "instructions_right": 1, "instructions_wrong": 5}
 
 
@@ -138,13 +139,13 @@ def test_several_pending_instructions_are_executed_in_any_order_and_the_last_one
     _, reward, *_ = env.step(EAST)  # step count 4: all three received and back; (3, 1) touches no niche
     assert reward == 0 and env.adjacent_character() is None
     env.step(EAST)  # in front of the guard
-    _, reward, terminated, _, info = env.step(_say(env, "cook"))
+    _, reward, terminated, _, info = env.step(_say("cook"))
     assert reward == 1 and not terminated and info["instructions_right"] == 1
     env.step(WEST)
     env.step(WEST)  # in front of the butler: two instructions pending for the same pair
-    _, reward, terminated, _, _ = env.step(_say(env, "cook"))
+    _, reward, terminated, _, _ = env.step(_say("cook"))
     assert reward == 1 and not terminated and env.executed == [True, True, False]  # the earliest first
-    _, reward, terminated, truncated, info = env.step(_say(env, "cook"))
+    _, reward, terminated, truncated, info = env.step(_say("cook"))
     assert reward == 1 and terminated and not truncated
     assert info == {"instructions_received": 3, "instructions_right": 3, "instructions_wrong": 0}
 

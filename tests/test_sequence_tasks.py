@@ -70,9 +70,19 @@ def test_answer_is_the_quadrant_of_the_last_collision_of_the_asked_colours():
 
 
 def test_forty_percent_of_questions_ask_for_the_last_collision():
-    history = simulate(1500, batch=32)[200:]  # after every row has seen a collision
-    asked = np.stack([h["asked_last"] for h in history])
-    assert abs(asked.mean() - collision.MATCH_PROB) < 0.02
+    history = simulate(1500, batch=32)
+    last_pair = np.full((32, 2), -1)
+    matched, expected = [], []
+    for t, h in enumerate(history):
+        pair = np.sort(h["colour"], axis=1)
+        last_pair = np.where(h["collided"][:, None], pair, last_pair)
+        if t >= 200:  # every row has seen a collision by now
+            matched.append((np.sort(h["question"], axis=1) == last_pair).all(1))
+            # a random question hits the pair by chance too: 2/25 for two colours, 1/25 for one
+            chance = np.where(last_pair[:, 0] == last_pair[:, 1], 1 / 25, 2 / 25)
+            expected.append(collision.MATCH_PROB + (1 - collision.MATCH_PROB) * chance)
+    assert (last_pair >= 0).all()
+    assert abs(np.mean(matched) - np.mean(expected)) < 0.015
 
 
 def test_easy_version_has_no_colours_and_asks_for_the_last_collision():
