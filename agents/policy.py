@@ -14,7 +14,7 @@ class WordGridEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, embed_dim: int, d_model: int, grid_cells: int = 9):
         super().__init__()
-        self.embedding = nn.Parameter(torch.randn(vocab_size, embed_dim) / embed_dim**0.5)
+        self.embedding = nn.Parameter(torch.randn(vocab_size, embed_dim))  # N(0, 1), as nn.Embedding
         self.project = nn.Linear(grid_cells * embed_dim, d_model)
 
     def forward(self, obs: Tensor) -> Tensor:

@@ -36,6 +36,8 @@ class Segment:
     """One step of the rollout: inputs, episode starts, and how to turn outputs into a loss.
 
     x: B x T x d_model; first: B x T bool; loss_fn(out, record) -> scalar loss of this segment.
+    ``x`` may carry a graph of its own (an embedding of tokens): it is back-propagated once, when
+    the segment replays, so the segments' graphs must not share nodes that hold saved tensors.
     """
 
     x: Tensor

@@ -19,7 +19,8 @@ Part 2: Memformer trained over a horizon of H blocks, by plain back-propagation 
 peak memory and speed (blocks per second) of MRBP as ratios to BPTT.
 
 Timing: the compared runs take turns step by step, and each figure is the fastest of --repeats
-steps, so that load from other processes on a shared machine hits them alike.
+steps, so that load from other processes on a shared machine hits them alike. On CPU one torch
+thread is the default: on a busy machine two threads spend most of their time waiting for each other.
 
 Peak memory: on CUDA, torch.cuda.max_memory_allocated over one step. On CPU, the bytes of the
 parameters and of what is held across the step (the carried state, the inputs) plus the growth of
@@ -70,7 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--segment-len", type=int, default=16, help="Memformer's segment length")
     parser.add_argument("--num-slots", type=int, default=8, help="Memformer's memory slots per layer")
     parser.add_argument("--skip-mrbp", action="store_true", help="only the per-model table")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine, threads wait for each other)",
+    )
     args = parser.parse_args(argv)
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         parser.error(f"--device must be cpu or cuda[:index], got {args.device!r}")
@@ -88,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> None:
     values = getattr(args, name)
-    if values is not None and min(values if isinstance(values, list) else [values]) < 1:
+    if min(values if isinstance(values, list) else [values]) < 1:
         parser.error(f"--{name.replace('_', '-')} must be at least 1, got {values}")
 
 
@@ -322,8 +328,7 @@ def machine(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"machine: {machine(device)}; torch {torch.__version__}")
     print(
