@@ -85,7 +85,10 @@ class Trainer:
         self.policy = build_policy(
             self.env.single_observation_space.shape[-1], int(self.env.single_action_space.n), model_name, config
         ).to(device)
-        learner_module = DistributedDataParallel(self.policy) if world.distributed else self.policy
+        learner_module = self.policy
+        if world.distributed:
+            device_ids = [device] if device.type == "cuda" else None
+            learner_module = DistributedDataParallel(self.policy, device_ids=device_ids)
         self.optimizer = OPTIMIZERS[train["optimizer"]](self.policy.parameters(), lr=train["lr"])
         self.a2c = A2C(
             learner_module,
