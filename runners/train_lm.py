@@ -234,10 +234,12 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
     task = build_task(args.task, config["data"], training["block"], args.data, args.seed, world.rank, world.world_size)
     memory = memory_models.build(args.model, **config["model"], **config["models"][args.model])
     model = SequenceModel(memory, task.vocab_in, task.vocab_out).to(device)
-    ddp = DistributedDataParallel(model) if world.distributed else model
+    replay = args.model in REPLAY_MODELS
+    # Every rank built the same initial weights from the same seed; the replay path, which calls the
+    # model piecewise, averages its gradients itself (average_gradients) instead of through DDP.
+    ddp = DistributedDataParallel(model) if world.distributed and not replay else model
     optimizer = torch.optim.Adam(model.parameters(), lr=training["lr"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(training["warmup"], training["steps"]))
-    replay = args.model in REPLAY_MODELS
     horizon = training["mrbp_horizon"] if replay else 1
     stream: BlockStream = task.make_stream("train", training["batch_size"])
     for split in ("valid", "test"):

@@ -1,15 +1,17 @@
 """The object collision task (Expire-Span paper, section 5.3, Figure 7, A.3.3), generated on the fly.
 
-Two particles move on a ``grid x grid`` board: positions start uniform, velocities are standard
-Gaussian, and a move that would leave the board is not made; the particle's velocity is re-sampled
-instead. Each particle has one of 5 colours and switches to another colour with probability 0.05 per
-step. A collision is two particles on the same rasterised cell (it does not change their motion).
+Two particles move on a ``grid x grid`` board: continuous positions start uniform in [0, grid)
+and are rasterised to cells by flooring, velocities are standard Gaussian, and a move that would
+leave the board is not made; the particle's velocity is re-sampled instead. Each particle has one
+of 5 colours and switches to another colour with probability 0.05 per step. A collision is two
+particles on the same rasterised cell (it does not change their motion).
 Every step asks about a colour pair (unordered); with probability 0.4 it is the pair of the last
 collision, otherwise a random pair. The answer is the quadrant (x >= grid/2) + 2 (y >= grid/2) of
 the last collision of that pair; a question whose pair has not collided yet is not scored.
 
-The easy version (paper A.2, question type (i)) has no colours: every step asks for the quadrant of
-the last collision.
+The easy version (paper A.2) has no colours: every step asks for the quadrant of the last collision
+(the paper's question type (i); its type (ii), "the label mapping of the last 3 collisions", is too
+loosely specified to reproduce and is left out).
 
 Tokens, 8 per step, each slot with its own id range so the model can tell slots apart:
 ``x1, G + y1, 2G + x2, 3G + y2, 4G + colour1, 4G + colour2, 4G + 5 + question1, 4G + 5 + question2``

@@ -137,7 +137,8 @@ def test_command_line_error_has_no_traceback(tmp_path):
     assert result.returncode != 0 and "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_two_process_torchrun_keeps_ranks_identical(tmp_path):
+@pytest.mark.parametrize("model", ["transformer_xl", "memformer"])  # DDP, and the replay path's own averaging
+def test_two_process_torchrun_keeps_ranks_identical(tmp_path, model):
     script = tmp_path / "run_ranks.py"
     script.write_text(
         textwrap.dedent("""
@@ -155,19 +156,14 @@ def test_two_process_torchrun_keeps_ranks_identical(tmp_path):
     )
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        command + arguments(tmp_path, "copy", "transformer_xl", "--set", "training.steps=3"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-    )
+    args = arguments(tmp_path, "copy", model, "--set", "training.steps=3")
+    result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / "run" / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    config = train_lm.resolve_config(train_lm.parse_args(args))
     torch.manual_seed(0)  # the runner's initialisation: the weights did move, identically on both ranks
-    memory = memory_models.build("transformer_xl", d_model=16, n_layers=2, n_heads=2, dropout=0.0, mem_len=64)
+    memory = memory_models.build(model, **config["model"], **config["models"][model])
     initial = train_lm.SequenceModel(memory, vocab_in=3, vocab_out=4).state_dict()
     assert initial.keys() == rank0.keys() and not all(torch.equal(initial[k], rank0[k]) for k in rank0)
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
