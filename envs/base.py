@@ -70,9 +70,7 @@ class WordGridEnv(MiniGridEnv):
 
     def __init__(self, width: int, height: int, max_steps: int, render_mode: str | None = None):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
-            )
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         super().__init__(
             mission_space=MissionSpace(mission_func=lambda: type(self).__name__),
             width=width,
@@ -134,9 +132,7 @@ class WordGridEnv(MiniGridEnv):
     def check_layout(self, layout: dict[str, Any]) -> dict[str, np.ndarray]:
         """`layout` with its arrays in the dtypes of `layout_space`, or a ValueError saying what is wrong."""
         if set(layout) != set(self.layout_space.spaces):
-            raise ValueError(
-                f"layout must have the keys {sorted(self.layout_space.spaces)}, got {sorted(layout)}"
-            )
+            raise ValueError(f"layout must have the keys {sorted(self.layout_space.spaces)}, got {sorted(layout)}")
         arrays = {}
         for key, space in self.layout_space.spaces.items():
             array = np.asarray(layout[key])
@@ -189,9 +185,7 @@ class WordGridEnv(MiniGridEnv):
         highlight = np.zeros((self.grid.width, self.grid.height), dtype=bool)  # indexed [x, y]
         x, y = self.agent_pos
         highlight[max(x - 1, 0) : x + 2, max(y - 1, 0) : y + 2] = True
-        return self.grid.render(
-            tile_size or self.tile_size, self.agent_pos, self.agent_dir, highlight_mask=highlight
-        )
+        return self.grid.render(tile_size or self.tile_size, self.agent_pos, self.agent_dir, highlight_mask=highlight)
 
     def render_ansi(self) -> str:
         """One character per cell: `A` agent, `#` wall, `D` door, `o` ball, `.` floor, space empty."""

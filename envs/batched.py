@@ -140,11 +140,7 @@ class BatchedWordGridEnv(VectorEnv):
         """Actions as an int64 (N,) tensor on the device; a ValueError when outside the action space."""
         n_actions = int(self.single_action_space.n)
         actions = torch.as_tensor(actions, device=self.device)
-        if (
-            actions.shape != (self.num_envs,)
-            or actions.dtype.is_floating_point
-            or actions.dtype == torch.bool
-        ):
+        if actions.shape != (self.num_envs,) or actions.dtype.is_floating_point or actions.dtype == torch.bool:
             raise ValueError(
                 f"actions must be {self.num_envs} integers in [0, {n_actions - 1}], "
                 f"got {actions.dtype} of shape {tuple(actions.shape)}"
@@ -154,9 +150,7 @@ class BatchedWordGridEnv(VectorEnv):
             if low.item() < 0 or high.item() >= n_actions:
                 raise ValueError(f"actions must be integers in [0, {n_actions - 1}], got {actions.tolist()}")
         else:
-            torch._assert_async(
-                ((actions >= 0) & (actions < n_actions)).all(), "action outside the action space"
-            )
+            torch._assert_async(((actions >= 0) & (actions < n_actions)).all(), "action outside the action space")
         return actions.long()
 
     def layout(self, i: int) -> dict[str, np.ndarray]:

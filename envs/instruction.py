@@ -147,9 +147,18 @@ class Wanderer(Key):
 class InstructionEnv(WordGridEnv):
     """The Instruction task; rules in the module docstring."""
 
-    def __init__(self, n_rooms: int = 4, n_characters: int = 8, n_instructions: int = 4, delay: int = 300,
-                 wrong_penalty: float = 0.1, n_wanderers: int = 4, chatter_prob: float = 0.5,
-                 max_steps: int = 1000, render_mode: str | None = None):
+    def __init__(
+        self,
+        n_rooms: int = 4,
+        n_characters: int = 8,
+        n_instructions: int = 4,
+        delay: int = 300,
+        wrong_penalty: float = 0.1,
+        n_wanderers: int = 4,
+        chatter_prob: float = 0.5,
+        max_steps: int = 1000,
+        render_mode: str | None = None,
+    ):
         self.n_rooms = check_int("n_rooms", n_rooms, 1)
         self.n_characters = check_int("n_characters", n_characters, 2, min(len(CHARACTERS), SLOTS_PER_ROOM * n_rooms))
         self.n_instructions = check_int("n_instructions", n_instructions, 1)
@@ -159,26 +168,35 @@ class InstructionEnv(WordGridEnv):
         self.n_wanderers = check_int("n_wanderers", n_wanderers, 0)
         check_number("chatter_prob", chatter_prob, 0.0, 1.0)
         self.names = CHARACTERS[:n_characters]
-        self.task_words = ("cat", *self.names, "tell", *(f"to_{name}" for name in self.names),
-                           *(f"from_{name}" for name in self.names), *TOPICS)
+        self.task_words = (
+            "cat",
+            *self.names,
+            "tell",
+            *(f"to_{name}" for name in self.names),
+            *(f"from_{name}" for name in self.names),
+            *TOPICS,
+        )
         self.n_actions = len(MOVES) + n_characters
-        super().__init__(width=ROOM_PITCH * n_rooms + 1, height=GRID_HEIGHT, max_steps=max_steps,
-                         render_mode=render_mode)
+        super().__init__(
+            width=ROOM_PITCH * n_rooms + 1, height=GRID_HEIGHT, max_steps=max_steps, render_mode=render_mode
+        )
         self.spacing = (max_steps - delay) // (n_instructions + 1)
         n_slots = SLOTS_PER_ROOM * n_rooms
 
         def ints(high: int, *shape: int) -> spaces.Box:
             return spaces.Box(0, high, shape=shape, dtype=np.int64)
 
-        self.layout_space = spaces.Dict({
-            "homes": ints(n_slots - 1, n_characters),
-            "times": ints(max_steps - delay - 1, n_instructions),
-            "targets": ints(n_characters - 1, n_instructions),
-            "senders": ints(n_characters - 1, n_instructions),
-            "wanderer_rooms": ints(n_rooms - 1, n_wanderers),
-            "wanderer_phases": ints(len(border_cells(0)) - 1, n_wanderers),
-            "chatter_offset": ints(CHATTER_PERIOD - 1),
-        })
+        self.layout_space = spaces.Dict(
+            {
+                "homes": ints(n_slots - 1, n_characters),
+                "times": ints(max_steps - delay - 1, n_instructions),
+                "targets": ints(n_characters - 1, n_instructions),
+                "senders": ints(n_characters - 1, n_instructions),
+                "wanderer_rooms": ints(n_rooms - 1, n_wanderers),
+                "wanderer_phases": ints(len(border_cells(0)) - 1, n_wanderers),
+                "chatter_offset": ints(CHATTER_PERIOD - 1),
+            }
+        )
         self.chatter_speaker, self.chatter_topic = chatter_table(n_characters, chatter_prob)
         self.placements = placement_table(n_slots, n_characters)
         self.characters = [Character(c) for c in range(n_characters)]
@@ -222,9 +240,10 @@ class InstructionEnv(WordGridEnv):
         layout = self.layout
         self.schedule = list(zip(*(layout[key].tolist() for key in ("times", "targets", "senders")), strict=True))
         self.niches = [niche_cell(slot) for slot in layout["homes"].tolist()]  # per character
-        self.walks = [(self.borders[room], phase)
-                      for room, phase in zip(layout["wanderer_rooms"].tolist(), layout["wanderer_phases"].tolist(),
-                                             strict=True)]
+        self.walks = [
+            (self.borders[room], phase)
+            for room, phase in zip(layout["wanderer_rooms"].tolist(), layout["wanderer_phases"].tolist(), strict=True)
+        ]
         self.chatter_offset = int(layout["chatter_offset"])
         self.grid = self.static_grid()
         self.agent_pos = START

@@ -39,13 +39,33 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
     reference_class = InstructionEnv
     state_names = ("x", "y", "executed", "wrong")
 
-    def __init__(self, num_envs: int, device: str | torch.device = "cpu", render_mode: str | None = None,
-                 n_rooms: int = 4, n_characters: int = 8, n_instructions: int = 4, delay: int = 300,
-                 wrong_penalty: float = 0.1, n_wanderers: int = 4, chatter_prob: float = 0.5,
-                 max_steps: int = 1000):
-        super().__init__(num_envs, device, render_mode, n_rooms=n_rooms, n_characters=n_characters,
-                         n_instructions=n_instructions, delay=delay, wrong_penalty=wrong_penalty,
-                         n_wanderers=n_wanderers, chatter_prob=chatter_prob, max_steps=max_steps)
+    def __init__(
+        self,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        render_mode: str | None = None,
+        n_rooms: int = 4,
+        n_characters: int = 8,
+        n_instructions: int = 4,
+        delay: int = 300,
+        wrong_penalty: float = 0.1,
+        n_wanderers: int = 4,
+        chatter_prob: float = 0.5,
+        max_steps: int = 1000,
+    ):
+        super().__init__(
+            num_envs,
+            device,
+            render_mode,
+            n_rooms=n_rooms,
+            n_characters=n_characters,
+            n_instructions=n_instructions,
+            delay=delay,
+            wrong_penalty=wrong_penalty,
+            n_wanderers=n_wanderers,
+            chatter_prob=chatter_prob,
+            max_steps=max_steps,
+        )
         reference, dev = self.reference, self.device
         self.x = torch.full((num_envs,), START[0], dtype=torch.int64, device=dev)
         self.y = torch.full((num_envs,), START[1], dtype=torch.int64, device=dev)
@@ -63,8 +83,9 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
 
         self._width = width
         grid, n_slots = reference.static_grid(), SLOTS_PER_ROOM * reference.n_rooms
-        cell_ref = np.array([[FLOOR if grid.get(x, y) is None else WALL for x in range(width)]
-                             for y in range(height)])  # H x W: what a cell reads as, an index into a row of codes
+        cell_ref = np.array(
+            [[FLOOR if grid.get(x, y) is None else WALL for x in range(width)] for y in range(height)]
+        )  # H x W: what a cell reads as, an index into a row of codes
         adjacent_slot = np.full((height, width), -1)
         for slot in range(n_slots):
             x, y = niche_cell(slot)
@@ -90,8 +111,9 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self._cell_words = self.word_table([(), ("wall", "grey"), *((name,) for name in names), ("cat",)])
         self._cat_code = FIRST_CHARACTER + len(names)
         speaker, topic = reference.chatter_speaker, reference.chatter_topic
-        self._chatter = self.word_table([(names[s], TOPICS[w]) if s >= 0 else ()
-                                         for s, w in zip(speaker, topic, strict=True)])
+        self._chatter = self.word_table(
+            [(names[s], TOPICS[w]) if s >= 0 else () for s, w in zip(speaker, topic, strict=True)]
+        )
         pairs = [("tell", f"to_{target}", f"from_{sender}") for target in names for sender in names]
         self._instruction_words = self.word_table([(), *pairs])  # row 0 no instruction, 1 + target * C + sender
         self._rewards = tensor([0.0, 1.0, -reference.wrong_penalty], torch.float32)  # nothing, right, wrong
@@ -163,8 +185,13 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         received = times <= t  # N x K
         listener_away = (about_listener & received & (t < times + self.reference.delay)).any(1)
         heard = speech & in_slot.any(1) & ~listener_away  # N
-        match = (received & ~self.executed & about_listener & heard.unsqueeze(1)
-                 & (layouts["senders"] == (actions - len(MOVES)).unsqueeze(1)))  # N x K
+        match = (
+            received
+            & ~self.executed
+            & about_listener
+            & heard.unsqueeze(1)
+            & (layouts["senders"] == (actions - len(MOVES)).unsqueeze(1))
+        )  # N x K
         self.executed |= match & (match.cumsum(1) == 1)  # the earliest matching instruction
         right = match.any(1)
         wrong = speech & ~right

@@ -46,9 +46,7 @@ class BatchedPortalEnv(BatchedWordGridEnv):
         self.room = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.cell = torch.full((num_envs,), ENTRY_CELL, dtype=torch.int64, device=self.device)
         self.mistakes = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
-        self._rewards = torch.tensor(
-            self.reference.rewards, dtype=torch.float32, device=self.device
-        )  # per room
+        self._rewards = torch.tensor(self.reference.rewards, dtype=torch.float32, device=self.device)  # per room
         self._tabulate_moves()
         self._windows = self._tabulate_windows()  # (n_rooms * 25) x 9V
 

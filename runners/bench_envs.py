@@ -87,16 +87,10 @@ def machine(device: torch.device) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=None, help="task ids (default: every registered task)")
-    parser.add_argument(
-        "--num-envs", nargs="+", type=int, default=[64, 1024], help="values of N (default: 64 1024)"
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=4.0, help="timed seconds per task and N (default: 4)"
-    )
+    parser.add_argument("--num-envs", nargs="+", type=int, default=[64, 1024], help="values of N (default: 64 1024)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per task and N (default: 4)")
     parser.add_argument("--device", default="cpu", help="device of the twins: cpu or cuda[:k] (default: cpu)")
     parser.add_argument(
         "--threads",

@@ -57,9 +57,7 @@ def instruction_image(tile_size: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--out-dir", type=Path, default=Path("docs/images"), help="where to write (default: docs/images)"
     )

@@ -30,18 +30,14 @@ def run_lockstep(twin, references, steps, action_probs, seed=0):
     counts = {"success": 0, "failure": 0, "truncated": 0, "back_to_room_one": 0}
     obs, _ = twin.reset(seed=seed)
     for i, reference in enumerate(references):
-        np.testing.assert_array_equal(
-            reference.reset(options={"layout": twin.layout(i)})[0], obs[i].cpu().numpy()
-        )
+        np.testing.assert_array_equal(reference.reset(options={"layout": twin.layout(i)})[0], obs[i].cpu().numpy())
     returns, lengths = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.int64)
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):
         actions = torch.multinomial(torch.tensor(action_probs), n, replacement=True, generator=generator)
         rooms_before = [getattr(reference, "room", 0) for reference in references]
         obs, reward, terminated, truncated, info = twin.step(actions.to(twin.device))
-        obs, reward, terminated, truncated = (
-            value.cpu().numpy() for value in (obs, reward, terminated, truncated)
-        )
+        obs, reward, terminated, truncated = (value.cpu().numpy() for value in (obs, reward, terminated, truncated))
         info = {key: value.cpu().numpy() for key, value in info.items()}
         actions = actions.tolist()
         for i, reference in enumerate(references):
@@ -89,11 +85,7 @@ def test_portal_twin_matches_the_reference(device):
 
 @pytest.mark.parametrize("twin_class", [BatchedCorridorEnv, BatchedPortalEnv])
 def test_restored_twin_continues_identically(twin_class):
-    kwargs = (
-        {"max_length": 8, "max_steps": 30}
-        if twin_class is BatchedCorridorEnv
-        else {"n_rooms": 3, "max_steps": 60}
-    )
+    kwargs = {"max_length": 8, "max_steps": 30} if twin_class is BatchedCorridorEnv else {"n_rooms": 3, "max_steps": 60}
     generator = torch.Generator().manual_seed(0)
     actions = torch.randint(0, 4, (300, 8), generator=generator)
     original = twin_class(8, **kwargs)

@@ -40,9 +40,7 @@ def test_reset_is_deterministic_under_a_seed():
 
 def test_layout_draws_cover_lengths_cues_and_door_orders_uniformly():
     env = CorridorEnv()
-    draws = np.array(
-        [[int(v) for v in env.sample_layout(np.random.default_rng(s)).values()] for s in range(4000)]
-    )
+    draws = np.array([[int(v) for v in env.sample_layout(np.random.default_rng(s)).values()] for s in range(4000)])
     lengths, cues, north = draws.T
     assert lengths.min() == 3 and lengths.max() == 200
     assert abs(lengths.mean() - 101.5) < 3  # U(3, 200): standard error 0.9
@@ -82,9 +80,7 @@ def test_doors_end_the_episode_rewarding_the_cue_colour(length, cue, north_door,
         "door",
         south_colour,
     }
-    assert not any(
-        "ball" in _words(env, obs, r, c) for r in range(3) for c in range(3)
-    )  # the cue is out of sight
+    assert not any("ball" in _words(env, obs, r, c) for r in range(3) for c in range(3))  # the cue is out of sight
     entered = north_colour if door == NORTH else south_colour
     obs, reward, terminated, truncated, _ = env.step(door)
     assert terminated and not truncated

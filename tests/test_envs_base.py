@@ -77,9 +77,7 @@ def test_twin_cell_encoding_matches_the_reference_words_on_random_grids():
             reference.agent_pos = (int(x), int(y))
             expected.append(reference.gen_obs())
         bordered = torch.as_tensor(np.pad(codes, 1, constant_values=1))  # shared H x W code grid
-        shared = twin.encode_cells(
-            table, twin.window_codes(bordered, torch.as_tensor(xs + 1), torch.as_tensor(ys + 1))
-        )
+        shared = twin.encode_cells(table, twin.window_codes(bordered, torch.as_tensor(xs + 1), torch.as_tensor(ys + 1)))
         per_env = twin.encode_cells(
             table,
             twin.window_codes(bordered.expand(16, -1, -1), torch.as_tensor(xs + 1), torch.as_tensor(ys + 1)),

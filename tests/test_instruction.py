@@ -24,7 +24,9 @@ def _layout(env, times, targets, senders, homes=None, wanderer_rooms=(), wandere
     """A layout for `env`: by default character c stands in niche slot c (room c // 4)."""
     return {
         "homes": np.arange(env.n_characters) if homes is None else np.array(homes),
-        "times": np.array(times), "targets": np.array(targets), "senders": np.array(senders),
+        "times": np.array(times),
+        "targets": np.array(targets),
+        "senders": np.array(senders),
         "wanderer_rooms": np.array(wanderer_rooms, dtype=np.int64),
         "wanderer_phases": np.array(wanderer_phases, dtype=np.int64),
         "chatter_offset": np.array(chatter_offset),
@@ -160,14 +162,23 @@ def test_the_time_limit_truncates():
 
 def test_cats_walk_the_room_border_and_the_agent_walks_over_them():
     env = InstructionEnv(n_wanderers=2, chatter_prob=0.0)
-    env.reset(options={"layout": _layout(env, [100, 200, 300, 400], [0, 1, 2, 3], [1, 2, 3, 4],
-                                         wanderer_rooms=[0, 2], wanderer_phases=[0, 5])})
+    env.reset(
+        options={
+            "layout": _layout(
+                env, [100, 200, 300, 400], [0, 1, 2, 3], [1, 2, 3, 4], wanderer_rooms=[0, 2], wanderer_phases=[0, 5]
+            )
+        }
+    )
     border_0, border_2 = border_cells(0), border_cells(2)
     walked_over = 0
     assert border_0[:6] == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (5, 2)] and len(set(border_0)) == 16
     for t in range(40):
-        cats = {(x, y) for x in range(env.width) for y in range(env.height)
-                if env.grid.get(x, y) is not None and env.grid.get(x, y).type == "key"}
+        cats = {
+            (x, y)
+            for x in range(env.width)
+            for y in range(env.height)
+            if env.grid.get(x, y) is not None and env.grid.get(x, y).type == "key"
+        }
         assert cats == {border_0[t % 16], border_2[(5 + t) % 16]}
         obs, *_ = env.step(NORTH if t < 2 else EAST if t < 4 else WEST)
         if env.agent_pos == border_0[(t + 1) % 16]:
@@ -178,8 +189,7 @@ def test_cats_walk_the_room_border_and_the_agent_walks_over_them():
 
 def test_chatter_follows_the_fixed_table_and_never_uses_role_words():
     env = InstructionEnv(chatter_prob=1.0, n_wanderers=0)
-    env.reset(options={"layout": _layout(env, [100, 200, 300, 400], [0, 1, 2, 3], [1, 2, 3, 4],
-                                         chatter_offset=1020)})
+    env.reset(options={"layout": _layout(env, [100, 200, 300, 400], [0, 1, 2, 3], [1, 2, 3, 4], chatter_offset=1020)})
     for t in range(1, 30):
         obs, *_ = env.step(EAST if t % 2 else WEST)
         entry = (1020 + t) % 1024
@@ -200,8 +210,15 @@ def test_distractors_never_change_rewards_or_counters():
     for _ in range(4):
         layout = noisy.sample_layout(rng)
         noisy.reset(options={"layout": layout})
-        quiet.reset(options={"layout": {**layout, "wanderer_rooms": np.zeros(0, dtype=np.int64),
-                                             "wanderer_phases": np.zeros(0, dtype=np.int64)}})
+        quiet.reset(
+            options={
+                "layout": {
+                    **layout,
+                    "wanderer_rooms": np.zeros(0, dtype=np.int64),
+                    "wanderer_phases": np.zeros(0, dtype=np.int64),
+                }
+            }
+        )
         for _ in range(200):
             speak = quiet.adjacent_character() is not None and rng.random() < 0.7
             action = int(rng.integers(4, 7)) if speak else int(rng.choice(4, p=[0.35, 0.15, 0.35, 0.15]))
@@ -216,8 +233,19 @@ def test_distractors_never_change_rewards_or_counters():
 
 def test_ansi_shows_characters_by_initial_and_cats():
     env = InstructionEnv(n_rooms=2, n_characters=4, n_wanderers=1, render_mode="ansi")
-    env.reset(options={"layout": _layout(env, [100, 200, 300, 400], [0, 1, 2, 3], [1, 2, 3, 0],
-                                         homes=[0, 3, 4, 7], wanderer_rooms=[1], wanderer_phases=[0])})
+    env.reset(
+        options={
+            "layout": _layout(
+                env,
+                [100, 200, 300, 400],
+                [0, 1, 2, 3],
+                [1, 2, 3, 0],
+                homes=[0, 3, 4, 7],
+                wanderer_rooms=[1],
+                wanderer_phases=[0],
+            )
+        }
+    )
     assert env.render().splitlines() == [
         "##B#####C####",
         "#     #c    #",

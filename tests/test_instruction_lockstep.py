@@ -33,8 +33,11 @@ def policy(references, rng):
     actions = []
     for i, reference in enumerate(references):
         t, u = reference.step_count, rng.random()
-        pending = [(target, sender) for (time, target, sender), done in zip(reference.schedule, reference.executed,
-                                                                             strict=True) if time <= t and not done]
+        pending = [
+            (target, sender)
+            for (time, target, sender), done in zip(reference.schedule, reference.executed, strict=True)
+            if time <= t and not done
+        ]
         senders = [sender for target, sender in pending if target == reference.adjacent_character()]
         present = [target for target, _ in pending if reference.present(t)[target]]
         if senders and u < 0.8:
