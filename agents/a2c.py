@@ -95,15 +95,13 @@ def collect(
     rewards = torch.empty(n, unroll, device=device)
     terminated_buf = torch.empty(n, unroll, dtype=torch.bool, device=device)
     truncated_buf = torch.empty(n, unroll, dtype=torch.bool, device=device)
-    logits_buf = None
+    logits_buf = torch.empty(n, unroll, policy.actor.out_features, device=device)  # N x T x A
     obs, first, state = carry.obs, carry.first, carry.state
     start = time.perf_counter()
     env_seconds = 0.0
     for t in range(unroll):
         with autocast(device, bf16):
             logits, _, state, _ = act(policy, obs, state, first)
-        if logits_buf is None:
-            logits_buf = logits.new_empty(n, unroll, logits.shape[-1])  # N x T x A
         action = sample_actions(logits)
         obs_buf[:, t], first_buf[:, t], actions[:, t], logits_buf[:, t] = obs, first, action, logits
         env_start = time.perf_counter()

@@ -4,9 +4,11 @@
     python runners/train_lm.py --task enwik8 --data enwik8.zip --model transformer_xl
     torchrun --nproc_per_node 2 runners/train_lm.py --task text --data book.txt --model lstm
 
-Each task's preset in configs/ is both its default settings and the schema a --config file and --set
-overrides must fit. B streams per rank are read block by block, in order, with the memory carried
-from block to block: detached between blocks, except Memformer, which back-propagates through
+Each task's preset in configs/ (text: lm_text_quick.toml, enwik8: lm_enwik8_small.toml, copy:
+copy_quick.toml, collision: collision_quick.toml) is both its default settings and the schema a
+--config file (configs/copy.toml, configs/collision.toml: the paper's scale) and --set overrides
+must fit. B streams per rank are read block by block, in order, with the memory carried from block
+to block: detached between blocks, except Memformer, which back-propagates through
 ``training.mrbp_horizon`` blocks with memory replay back-propagation (one update per horizon).
 The learning rate warms up linearly, then decays on a cosine to zero at ``training.steps``.
 Checkpoints hold the data position and the memory cache, so --resume continues exactly.
@@ -58,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task", required=True, choices=TASK_NAMES)
     parser.add_argument("--model", required=True, choices=MODELS)
     parser.add_argument("--data", help="the text file for --task text or enwik8 (raw or zip); never downloaded")
-    parser.add_argument("--config", help="a TOML file overriding the task's preset (configs/<task>*.toml)")
+    parser.add_argument("--config", help="a TOML file overriding the task's preset, e.g. configs/copy.toml")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)"
     )

@@ -96,6 +96,25 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, model):
     assert flat_a and all(torch.equal(x, y) for x, y in zip(flat_a, flat_b, strict=True))
 
 
+@pytest.mark.parametrize(
+    "task, config",
+    [
+        ("copy", "copy.toml"),
+        ("copy", "copy_quick.toml"),
+        ("collision", "collision.toml"),
+        ("collision", "collision_quick.toml"),
+        ("enwik8", "lm_enwik8_small.toml"),
+        ("text", "lm_text_quick.toml"),
+    ],
+)
+def test_shipped_configs_fit_their_task_schema(task, config):
+    args = train_lm.parse_args(["--task", task, "--model", "expire_span", "--config", str(ROOT / "configs" / config)])
+    resolved = train_lm.resolve_config(args)
+    train_lm.check_training(task, resolved["training"])
+    for model in train_lm.MODELS:
+        assert set(resolved["models"][model]) <= set(memory_models.model_options(model)), model
+
+
 def test_warmup_then_cosine_decay():
     factor = train_lm.warmup_cosine(warmup=10, total=110)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
