@@ -62,9 +62,7 @@ def compose(grid: np.ndarray, strip: np.ndarray, width: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def play_episodes(
-    policy: Policy, env_name: str, env_config: dict[str, Any], episodes: int, seed: int
-) -> np.ndarray:
+def play_episodes(policy: Policy, env_name: str, env_config: dict[str, Any], episodes: int, seed: int) -> np.ndarray:
     """Play ``episodes`` episodes of the reference env (batch of one) and return the frames, F x H x W x 3 uint8."""
     env = make_reference_env(env_name, render_mode="rgb_array", **env_config)
     device = next(policy.parameters()).device

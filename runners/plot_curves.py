@@ -1,7 +1,7 @@
 """Plot a training run's main TensorBoard curves into one PNG (for READMEs and reports).
 
-    python runners/plot_curves.py runs/<run> --out docs/images/corridor_curves.png
-    python runners/plot_curves.py runs/<expire_span run> runs/<none run> --out compare.png  # several runs, one figure
+python runners/plot_curves.py runs/<run> --out docs/images/corridor_curves.png
+python runners/plot_curves.py runs/<expire_span run> runs/<none run> --out compare.png  # several runs, one figure
 """
 
 from __future__ import annotations
@@ -43,18 +43,22 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories holding TensorBoard event files")
+    parser.add_argument("--labels", nargs="+", help="legend names, one per run (default: the run directory names)")
     parser.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG to write (default curves.png)")
     args = parser.parse_args(argv)
+    labels = args.labels or [run.name for run in args.runs]
+    if len(labels) != len(args.runs):
+        parser.error(f"--labels needs one name per run: {len(args.runs)} runs, {len(labels)} labels")
     for run in args.runs:
         if not list(run.glob("events.out.tfevents.*")):
             parser.error(f"{str(run)!r} holds no TensorBoard event files")
     figure, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
-    for run in args.runs:
+    for run, label in zip(args.runs, labels, strict=True):
         scalars = read_scalars(run)
         for axis, (tag, title) in zip(axes, PANELS.items(), strict=True):
             if tag in scalars:
                 steps, values = scalars[tag]
-                axis.plot(steps, values, label=run.name)
+                axis.plot(steps, values, label=label)
             axis.set_title(title)
             axis.set_xlabel("agent steps")
             axis.grid(alpha=0.3)

@@ -21,7 +21,9 @@ from training.checkpoint import load_checkpoint
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="render.py",
-        description=__doc__.split("\n\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint written by train_agent.py")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to play (default 1)")

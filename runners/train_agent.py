@@ -43,7 +43,9 @@ def preset_path(env: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train_agent.py",
-        description=__doc__.split("\n\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--env", choices=tuple(ENV_IDS), help="the task (required unless --resume)")
     parser.add_argument("--model", choices=memory_models.MODEL_NAMES, help=f"memory model (default {DEFAULT_MODEL})")
