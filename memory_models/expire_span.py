@@ -142,12 +142,20 @@ class ExpireSpan(MemoryModel):
     def _compact(kept: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
         """Per layer, move each row's live memories, in order, to the end and cut every row to the longest.
 
-        One host sync for all layers: the new cache lengths are sizes the next call allocates.
+        One host sync for all layers: the new cache lengths are sizes the next call allocates, and
+        a layer where every row keeps every memory is left as it is.
         """
-        lengths = torch.stack([keep.sum(1).max() for _, _, keep in kept]).tolist()
+        counts = torch.stack([torch.stack(keep.sum(1).aminmax()) for _, _, keep in kept])  # n_layers x 2
         memory, memory_age = [], []
-        for (context, last_distance, keep), length in zip(kept, lengths, strict=True):
-            order = torch.argsort(keep.to(torch.uint8), dim=1, stable=True)[:, keep.shape[1] - length :]  # B x M'
-            memory.append(context.gather(1, order[:, :, None].expand(-1, -1, context.shape[-1])))
+        for (context, last_distance, keep), (fewest, length) in zip(kept, counts.tolist(), strict=True):
+            batch, keys = keep.shape
+            if fewest == keys:  # nothing expired in any row: the cache is the context as it is
+                memory.append(context)
+                memory_age.append(last_distance)
+                continue
+            order = torch.argsort(keep.to(torch.uint8), dim=1, stable=True)[:, keys - length :]  # B x M'
+            # row-major flat indices: copying whole D-vectors is much faster than an expanded gather
+            flat = (order + torch.arange(batch, device=order.device)[:, None] * keys).flatten()  # B * M'
+            memory.append(context.flatten(0, 1)[flat].view(batch, length, -1))  # B x M' x D
             memory_age.append(last_distance.gather(1, order))
         return memory, memory_age

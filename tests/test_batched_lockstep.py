@@ -15,6 +15,7 @@ import torch
 
 from envs.corridor import CorridorEnv
 from envs.corridor_batched import BatchedCorridorEnv
+from envs.instruction_batched import BatchedInstructionEnv
 from envs.portal import PortalEnv
 from envs.portal_batched import BatchedPortalEnv
 
@@ -83,12 +84,21 @@ def test_portal_twin_matches_the_reference(device):
     assert counts["truncated"] > 3 and counts["failure"] > 0 and counts["back_to_room_one"] > 0
 
 
-@pytest.mark.parametrize("twin_class", [BatchedCorridorEnv, BatchedPortalEnv])
-def test_restored_twin_continues_identically(twin_class):
-    kwargs = {"max_length": 8, "max_steps": 30} if twin_class is BatchedCorridorEnv else {"n_rooms": 3, "max_steps": 60}
-    generator = torch.Generator().manual_seed(0)
-    actions = torch.randint(0, 4, (300, 8), generator=generator)
+RESTORE_CASES = [
+    (BatchedCorridorEnv, {"max_length": 8, "max_steps": 30}),
+    (BatchedPortalEnv, {"n_rooms": 3, "max_steps": 60}),
+    (
+        BatchedInstructionEnv,
+        {"n_rooms": 1, "n_characters": 3, "n_instructions": 3, "delay": 4, "n_wanderers": 3, "max_steps": 60},
+    ),
+]
+
+
+@pytest.mark.parametrize("twin_class, kwargs", RESTORE_CASES, ids=lambda case: getattr(case, "__name__", ""))
+def test_restored_twin_continues_identically(twin_class, kwargs):
     original = twin_class(8, **kwargs)
+    generator = torch.Generator().manual_seed(0)
+    actions = torch.randint(0, int(original.single_action_space.n), (300, 8), generator=generator)
     original.reset(seed=5)
     for t in range(100):
         original.step(actions[t])
@@ -102,6 +112,7 @@ def test_restored_twin_continues_identically(twin_class):
         a, b = original.step(actions[t]), restored.step(actions[t])
         for x, y in zip(a[:4], b[:4], strict=True):
             assert torch.equal(x, y), t
+        assert a[4].keys() == b[4].keys()
         for key in a[4]:
             assert torch.equal(a[4][key], b[4][key]), (t, key)
         ends += int((a[2] | a[3]).sum())
