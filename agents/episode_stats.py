@@ -5,35 +5,46 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# Per-episode counters a task may report in `info` (Instruction's accuracy), summed like the rest.
+TASK_COUNTERS = ("instructions_received", "instructions_right", "instructions_wrong")
+
 
 class EpisodeStats:
-    """Per-env sums of finished episodes' return, length and success; read (one host sync) once per log interval."""
+    """Per-env sums of finished episodes' return, length, success and task counters; read (one host sync) once per
+    log interval."""
 
     def __init__(self, num_envs: int, device: torch.device):
-        self.episodes = torch.zeros(num_envs, device=device)
-        self.returns = torch.zeros(num_envs, device=device)
-        self.lengths = torch.zeros(num_envs, device=device)
-        self.successes = torch.zeros(num_envs, device=device)
+        names = ("episodes", "return", "length", "success", *TASK_COUNTERS)
+        self.sums = {name: torch.zeros(num_envs, device=device) for name in names}
 
     def add(self, done: Tensor, info: dict[str, Tensor]) -> None:
-        """done: N bool; info holds the twin's per-env episode_return, episode_length and success (valid where done)."""
-        done_f = done.to(self.episodes.dtype)  # N
-        self.episodes += done_f
-        self.returns += info["episode_return"] * done_f
-        self.lengths += info["episode_length"] * done_f
-        self.successes += info["success"] * done_f
+        """done: N bool; info holds the twin's per-env episode_return, episode_length, success and any task
+        counters (valid where done)."""
+        done_f = done.to(torch.float32)  # N
+        self.sums["episodes"] += done_f
+        self.sums["return"] += info["episode_return"] * done_f
+        self.sums["length"] += info["episode_length"] * done_f
+        self.sums["success"] += info["success"] * done_f
+        for name in TASK_COUNTERS:
+            if name in info:
+                self.sums[name] += info[name] * done_f
 
     def read(self) -> dict[str, float] | None:
-        """Means over the episodes finished since the last read (None if none finished), then start afresh."""
-        totals = torch.stack([self.episodes.sum(), self.returns.sum(), self.lengths.sum(), self.successes.sum()])
-        episodes, returns, lengths, successes = totals.tolist()
-        for tensor in (self.episodes, self.returns, self.lengths, self.successes):
+        """Means over the episodes finished since the last read (None if none finished), then start afresh.
+
+        With Instruction's counters, also `instruction_accuracy`: instructions executed right over all executions.
+        """
+        totals = dict(zip(self.sums, torch.stack([s.sum() for s in self.sums.values()]).tolist(), strict=True))
+        for tensor in self.sums.values():
             tensor.zero_()
+        episodes = totals.pop("episodes")
         if episodes == 0:
             return None
-        return {
-            "episodes": episodes,
-            "return": returns / episodes,
-            "length": lengths / episodes,
-            "success": successes / episodes,
-        }
+        means = {name: total / episodes for name, total in totals.items()}
+        executed = totals["instructions_right"] + totals["instructions_wrong"]
+        if totals["instructions_received"] > 0:
+            means["instruction_accuracy"] = totals["instructions_right"] / executed if executed else 0.0
+        else:
+            for name in TASK_COUNTERS:
+                del means[name]
+        return {"episodes": episodes, **means}

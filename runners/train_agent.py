@@ -115,8 +115,9 @@ def log_scalars(writer, trainer: Trainer, metrics: dict, record, episodes: dict 
         for layer, spans in enumerate(record.spans.float()):
             writer.add_histogram(f"memory/spans_layer{layer}", spans.flatten(), step)
     if episodes is not None:
-        for name in ("return", "success", "length"):
-            writer.add_scalar(f"episode/{name}", episodes[name], step)
+        for name, value in episodes.items():
+            if name != "episodes":
+                writer.add_scalar(f"episode/{name}", value, step)
     timing = trainer.timing
     steps = trainer.config["log"]["every_updates"] * trainer.steps_per_update
     writer.add_scalar("speed/steps_per_s", steps / seconds, step)
