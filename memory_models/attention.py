@@ -149,9 +149,8 @@ class RelativeMultiHeadAttention(nn.Module):
 
     def _position_scores(self, q: Tensor, distance: Tensor) -> Tensor:
         """B x H x T x M position terms, zero for keys at or beyond n_positions steps."""
-        relative = self.position(self.encodings).unflatten(-1, (self.n_heads, self.d_head))  # P x H x dh
-        # einsum batches over heads only; a broadcast matmul would copy the encodings once per row
-        per_distance = torch.einsum("bhtd,phd->bhtp", q + self.position_bias[:, None], relative)  # B x H x T x P
+        relative = self._heads(self.position(self.encodings).unsqueeze(0))  # 1 x H x P x dh
+        per_distance = (q + self.position_bias[:, None]) @ relative.transpose(-1, -2)  # B x H x T x P
         per_distance = F.pad(per_distance, (0, 1))  # B x H x T x (P + 1): the last column is "too far"
         shape = (*per_distance.shape[:-1], distance.shape[-1])
         index = distance.clamp(0, self.n_positions).unsqueeze(-3).expand(shape)  # B x H x T x M
