@@ -40,36 +40,14 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
     state_names = ("x", "y", "executed", "wrong")
 
     def __init__(
-        self,
-        num_envs: int,
-        device: str | torch.device = "cpu",
-        render_mode: str | None = None,
-        n_rooms: int = 4,
-        n_characters: int = 8,
-        n_instructions: int = 4,
-        delay: int = 300,
-        wrong_penalty: float = 0.1,
-        n_wanderers: int = 4,
-        chatter_prob: float = 0.5,
-        max_steps: int = 1000,
+        self, num_envs: int, device: str | torch.device = "cpu", render_mode: str | None = None, **task_kwargs: Any
     ):
-        super().__init__(
-            num_envs,
-            device,
-            render_mode,
-            n_rooms=n_rooms,
-            n_characters=n_characters,
-            n_instructions=n_instructions,
-            delay=delay,
-            wrong_penalty=wrong_penalty,
-            n_wanderers=n_wanderers,
-            chatter_prob=chatter_prob,
-            max_steps=max_steps,
-        )
+        """task_kwargs: the reference env's parameters (`InstructionEnv`), which also holds their defaults."""
+        super().__init__(num_envs, device, render_mode, **task_kwargs)
         reference, dev = self.reference, self.device
         self.x = torch.full((num_envs,), START[0], dtype=torch.int64, device=dev)
         self.y = torch.full((num_envs,), START[1], dtype=torch.int64, device=dev)
-        self.executed = torch.zeros(num_envs, n_instructions, dtype=torch.bool, device=dev)
+        self.executed = torch.zeros(num_envs, reference.n_instructions, dtype=torch.bool, device=dev)
         self.wrong = torch.zeros(num_envs, dtype=torch.int64, device=dev)
         self._counts: dict[str, torch.Tensor] = {}
         self._build_tables(reference)
