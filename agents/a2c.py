@@ -18,7 +18,6 @@ which keeps a time limit from looking like a true end at no acting cost.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 
@@ -26,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agents.acting import ActingStep, autocast
 from agents.episode_stats import EpisodeStats
-from agents.policy import Policy
 from memory_models import MemoryRecord, MemoryState
 
 
@@ -64,30 +63,12 @@ class Timing:
     learning: float = 0.0
 
 
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked for; a no-op otherwise."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
-
-
-def sample_actions(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Gumbel-max sampling (no distribution object, no host sync); the global RNG unless ``generator`` is given."""
-    noise = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(min=1e-20)  # N x A
-    return (logits.float() - torch.log(-torch.log(noise))).argmax(-1)  # N
-
-
-def act(
-    policy: Policy, obs: Tensor, state: MemoryState, first: Tensor
-) -> tuple[Tensor, Tensor, MemoryState, MemoryRecord]:
-    """One acting step for a batch: obs N x 3 x 3 x V, first N -> logits N x A, value N, next state, record."""
-    logits, values, state, record = policy(obs.unsqueeze(1), state, first.unsqueeze(1))
-    return logits[:, 0], values[:, 0], state, record
-
-
 @torch.no_grad()
 def collect(
-    policy: Policy, env, carry: Carry, unroll: int, stats: EpisodeStats, timing: Timing, bf16: bool = False
+    step: ActingStep, env, carry: Carry, unroll: int, stats: EpisodeStats, timing: Timing
 ) -> tuple[Rollout, Carry]:
-    """Act ``unroll`` steps in the batched ``env`` from ``carry``; returns the window and the carry after it."""
+    """Act ``unroll`` steps in the batched ``env`` from ``carry`` with ``step`` (``agents.acting``); returns the
+    window and the carry after it."""
     n, device = carry.obs.shape[0], carry.obs.device
     obs_buf = carry.obs.new_empty((n, unroll, *carry.obs.shape[1:]))  # N x T x 3 x 3 x V
     first_buf = torch.empty(n, unroll, dtype=torch.bool, device=device)
@@ -95,14 +76,12 @@ def collect(
     rewards = torch.empty(n, unroll, device=device)
     terminated_buf = torch.empty(n, unroll, dtype=torch.bool, device=device)
     truncated_buf = torch.empty(n, unroll, dtype=torch.bool, device=device)
-    logits_buf = torch.empty(n, unroll, policy.actor.out_features, device=device)  # N x T x A
+    logits_buf = torch.empty(n, unroll, int(env.single_action_space.n), device=device)  # N x T x A
     obs, first, state = carry.obs, carry.first, carry.state
     start = time.perf_counter()
     env_seconds = 0.0
     for t in range(unroll):
-        with autocast(device, bf16):
-            logits, _, state, _ = act(policy, obs, state, first)
-        action = sample_actions(logits)
+        action, logits, _, state = step(obs, state, first)
         obs_buf[:, t], first_buf[:, t], actions[:, t], logits_buf[:, t] = obs, first, action, logits
         env_start = time.perf_counter()
         obs, reward, terminated, truncated, info = env.step(action)
@@ -110,8 +89,8 @@ def collect(
         rewards[:, t], terminated_buf[:, t], truncated_buf[:, t] = reward, terminated, truncated
         first = terminated | truncated
         stats.add(first, info)
-    with autocast(device, bf16):
-        _, bootstrap_value, _, _ = act(policy, obs, state, first)
+    state = state.apply(torch.clone)  # a graphed step overwrites its state in place: keep the window's end
+    _, _, bootstrap_value, _ = step(obs, state, first)
     timing.env += env_seconds
     timing.acting += time.perf_counter() - start - env_seconds
     rollout = Rollout(
@@ -125,7 +104,7 @@ def collect(
         truncated=truncated_buf,
         bootstrap_value=bootstrap_value.float(),
     )
-    return rollout, Carry(obs=obs, first=first, state=state.detach())
+    return rollout, Carry(obs=obs, first=first, state=state)
 
 
 def gae(

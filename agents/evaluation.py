@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from agents.a2c import act, sample_actions
+from agents.acting import act, sample_actions
 from agents.envs import make_batched_env
 from agents.policy import Policy
 

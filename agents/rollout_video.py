@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from agents.a2c import act, sample_actions
+from agents.acting import act, sample_actions
 from agents.envs import make_reference_env
 from agents.policy import Policy
 

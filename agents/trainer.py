@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from agents.a2c import A2C, Carry, Timing, collect
+from agents.acting import ActingStep, GraphedActing, eager_acting
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
 from agents.policy import Policy
@@ -108,6 +109,12 @@ class Trainer:
         self.stats = EpisodeStats(self.num_envs, device)
         self.timing = Timing()
         self.updates = 0
+        self.graphed = train["cuda_graphs"] and device.type == "cuda" and self.policy.memory.static_state
+        self.acting_step: ActingStep = (
+            GraphedActing(self.policy, obs, self.carry.state, first, self.bf16)
+            if self.graphed
+            else eager_acting(self.policy, self.bf16)
+        )
 
     @property
     def steps_per_update(self) -> int:
@@ -121,9 +128,7 @@ class Trainer:
     def update(self) -> tuple[dict[str, Tensor], MemoryRecord]:
         """Act one window, learn from it; returns the learner's scalars and the window's memory record."""
         self.policy.train()
-        rollout, self.carry = collect(
-            self.policy, self.env, self.carry, self.unroll, self.stats, self.timing, self.bf16
-        )
+        rollout, self.carry = collect(self.acting_step, self.env, self.carry, self.unroll, self.stats, self.timing)
         start = time.perf_counter()
         metrics, record = self.a2c.update(rollout)
         self.timing.learning += time.perf_counter() - start

@@ -79,6 +79,9 @@ class MemoryModel(nn.Module, ABC):
 
     d_model: int
     n_layers: int
+    # True when a call returns a state of the same shapes as the one it was given and never waits on the host:
+    # then a step can be captured once as a CUDA graph and replayed (agents/graphed_acting.py).
+    static_state: bool = False
 
     @abstractmethod
     def initial_state(self, batch_size: int, device: torch.device | str) -> MemoryState:

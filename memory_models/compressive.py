@@ -53,6 +53,8 @@ def _frozen(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
 
 
 class Compressive(MemoryModel):
+    static_state = True
+
     def __init__(
         self,
         d_model: int = 64,

@@ -20,6 +20,11 @@ Training details of section 4.2 and A.1:
 - spans start small: ``w = 0`` and ``b = init_bias`` (A.1);
 - relative position terms only for the nearest ``pos_len`` steps (A.1; a fixed length rather than
   the block size, so results do not depend on how a sequence is cut into windows).
+
+With ``compact=False`` nothing is removed: the cache is the last ``L + R - 1`` steps, where expired
+memories are masked (weight exactly zero) rather than dropped. Outputs are the same; shapes never
+change and no call waits on the host, which is what capturing an acting step as a CUDA graph needs
+(on a GPU, launch overhead, not attention over a few hundred keys, bounds a one-step call).
 """
 
 from __future__ import annotations
@@ -68,17 +73,20 @@ class ExpireSpan(MemoryModel):
         shorten: bool = False,
         stable_spans: bool = False,
         pos_len: int = 128,
+        compact: bool = True,
     ):
         """max_span: L; ramp: R; loss_coef: alpha; init_bias: initial logit of e / L; shorten: random
         memory shortening in training mode; stable_spans: eq. 8, e = L * sigmoid((w . h + b) / R);
-        pos_len: how many of the nearest steps get relative position terms."""
+        pos_len: how many of the nearest steps get relative position terms; compact: remove expired
+        memories from the cache (False: a fixed cache of the last L + R - 1 steps, see above)."""
         super().__init__()
         if max_span < 1 or ramp < 1:
             raise ValueError(f"max_span and ramp must be at least 1, got {max_span} and {ramp}")
         self.d_model, self.n_layers = d_model, n_layers
         self.max_span, self.ramp, self.loss_coef, self.shorten = max_span, ramp, loss_coef, shorten
         self.logit_scale = 1.0 / ramp if stable_spans else 1.0
-        self.pos_len = pos_len
+        self.pos_len, self.compact = pos_len, compact
+        self.cache_len = max_span + ramp - 1  # a memory's last visible step is at most L + R - 2 steps back
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, n_heads, dropout, n_positions=pos_len) for _ in range(n_layers)
         )
@@ -88,11 +96,16 @@ class ExpireSpan(MemoryModel):
             nn.init.constant_(predictor.bias, init_bias / self.logit_scale)
         self.out_norm = nn.LayerNorm(d_model)
 
+    @property
+    def static_state(self) -> bool:
+        return not self.compact
+
     def initial_state(self, batch_size: int, device: torch.device | str) -> ExpireSpanState:
         dtype = self.out_norm.weight.dtype
+        length = 0 if self.compact else self.cache_len  # a fixed cache starts full of hidden zeros
         return ExpireSpanState(
-            memory=[torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype) for _ in self.layers],
-            memory_age=[torch.zeros(batch_size, 0, device=device, dtype=torch.long) for _ in self.layers],
+            memory=[torch.zeros(batch_size, length, self.d_model, device=device, dtype=dtype) for _ in self.layers],
+            memory_age=[torch.arange(length - 1, -1, -1, device=device).repeat(batch_size, 1) for _ in self.layers],
             episode_age=torch.full((batch_size,), -1, device=device, dtype=torch.long),
         )
 
@@ -134,7 +147,11 @@ class ExpireSpan(MemoryModel):
             new_spans.append(spans[:, -steps:].detach())
             last_distance = offset + steps - 1  # B x (M + T): distance to the last query
             kept.append((context.detach(), last_distance, self.keeps(last_distance, spans.detach(), ages[:, -1])))
-        memory, memory_age = self._compact(kept)
+        if self.compact:
+            memory, memory_age = self._compact(kept)
+        else:
+            memory = [context[:, -self.cache_len :] for context, _, _ in kept]
+            memory_age = [last_distance[:, -self.cache_len :] for _, last_distance, _ in kept]
         record = MemoryRecord(aux_loss=aux_loss, memory_size=torch.stack(sizes), spans=torch.stack(new_spans))
         return self.out_norm(h), ExpireSpanState(memory, memory_age, ages[:, -1]), record
 

@@ -17,6 +17,8 @@ class LSTMState(MemoryState):
 
 
 class LSTMMemory(MemoryModel):
+    static_state = True
+
     def __init__(self, d_model: int = 64, n_layers: int = 2, n_heads: int = 1, dropout: float = 0.0):
         """n_heads is unused; it is accepted so every model takes the same common options."""
         super().__init__()

@@ -66,6 +66,8 @@ class MemoryReadLayer(nn.Module):
 
 
 class Memformer(MemoryModel):
+    static_state = True
+
     def __init__(
         self,
         d_model: int = 64,

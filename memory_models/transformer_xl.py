@@ -27,6 +27,8 @@ class TransformerXLState(MemoryState):
 
 
 class TransformerXL(MemoryModel):
+    static_state = True
+
     def __init__(
         self,
         d_model: int = 64,

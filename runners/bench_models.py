@@ -15,7 +15,7 @@ positions, so it must reach as far as the farthest). Time and memory are printed
 Transformer-XL.
 
 Part 2: Memformer trained over a horizon of H blocks, by plain back-propagation through time
-(BPTT) and by memory replay back-propagation (MRBP), with a 256-way output head and cross-entropy;
+(BPTT) and by memory replay back-propagation (MRBP), with a --vocab-way output head and cross-entropy;
 peak memory and speed (blocks per second) of MRBP as ratios to BPTT.
 
 Timing: the compared runs take turns step by step, and each figure is the fastest of --repeats
@@ -49,7 +49,7 @@ from memory_models.mrbp import Segment, memory_replay_backward
 
 COMPRESSION_RATE = 4
 CUE_EVERY = 100  # one step in CUE_EVERY carries a random vector: few positions matter
-VOCAB = 256  # output classes of the MRBP benchmark's head
+PARTS = ("models", "mrbp")
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 SMALL_MMAP, LARGE_MMAP = 64 * 1024, 32 * 1024 * 1024  # while measuring memory / while timing
 
@@ -70,7 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--block", type=int, default=64, help="steps per block of the MRBP benchmark")
     parser.add_argument("--segment-len", type=int, default=16, help="Memformer's segment length")
     parser.add_argument("--num-slots", type=int, default=8, help="Memformer's memory slots per layer")
-    parser.add_argument("--skip-mrbp", action="store_true", help="only the per-model table")
+    parser.add_argument("--vocab", type=int, default=256, help="output classes of the MRBP part's head (default 256)")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which tables to print (default both)"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -87,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--models: unknown {', '.join(unknown)}; valid: {', '.join(memory_models.MODEL_NAMES)}")
     for name in ("spans", "d_model", "n_layers", "n_heads", "batch", "window", "repeats", "short_span"):
         _check_positive(parser, args, name)
-    for name in ("horizons", "block", "segment_len", "num_slots", "threads"):
+    for name in ("horizons", "block", "segment_len", "num_slots", "vocab", "threads"):
         _check_positive(parser, args, name)
     return args
 
@@ -213,13 +216,12 @@ class ModelRun:
 def bench_models(args: argparse.Namespace) -> list[str]:
     meter = PeakMemory(torch.device(args.device))
     names = ["transformer_xl", *(n for n in args.models if n != "transformer_xl")]
-    available = [n for n in names if _importable(n)]
     lines = [
         "| model | span L | ms / step | peak MiB | time vs XL | memory vs XL | mean attended |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for span in tqdm(args.spans, desc="spans"):
-        runs = {name: ModelRun(name, span, args) for name in available}
+        runs = {name: ModelRun(name, span, args) for name in names}
         for _ in range(args.repeats):
             for run in runs.values():
                 run.time_step()
@@ -231,15 +233,7 @@ def bench_models(args: argparse.Namespace) -> list[str]:
                 f"| {name} | {span} | {1000 * seconds:.1f} | {peak / 2**20:.1f} | {seconds / base_time:.2f} "
                 f"| {peak / base_peak:.2f} | {attended:.0f} |"
             )
-    return lines + [f"{n}: not written yet, skipped" for n in names if n not in available]
-
-
-def _importable(name: str) -> bool:
-    try:
-        memory_models.model_class(name)
-    except ModuleNotFoundError:
-        return False
-    return True
+    return lines
 
 
 def bptt_backward(model: MemoryModel, state: MemoryState, segments: list[Segment]) -> None:
@@ -266,7 +260,7 @@ def bench_mrbp(args: argparse.Namespace) -> list[str]:
         num_slots=args.num_slots,
         segment_len=args.segment_len,
     ).to(device)
-    head = torch.nn.Linear(args.d_model, VOCAB).to(device)
+    head = torch.nn.Linear(args.d_model, args.vocab).to(device)
     lines = [
         "| horizon H | BPTT ms / block | MRBP ms / block | BPTT peak MiB | MRBP peak MiB | MRBP speed vs BPTT "
         "| MRBP memory vs BPTT |",
@@ -303,11 +297,11 @@ def _lm_segments(horizon: int, head: torch.nn.Module, args: argparse.Namespace, 
     segments = []
     for _ in range(horizon):
         x = torch.randn(args.batch, args.block, args.d_model, generator=generator).to(device)
-        targets = torch.randint(0, VOCAB, (args.batch, args.block), generator=generator).to(device)
+        targets = torch.randint(0, args.vocab, (args.batch, args.block), generator=generator).to(device)
         first = torch.zeros(args.batch, args.block, dtype=torch.bool, device=device)
 
         def loss_fn(out: torch.Tensor, record: MemoryRecord, targets: torch.Tensor = targets) -> torch.Tensor:
-            logits = head(out)  # B x T x VOCAB
+            logits = head(out)  # B x T x vocab
             return F.cross_entropy(logits.flatten(0, 1), targets.flatten()) / horizon + record.aux_loss
 
         segments.append(Segment(x, first, loss_fn))
@@ -337,9 +331,10 @@ def main(argv: list[str] | None = None) -> None:
         f"trained on a sequence where few positions matter; Adaptive-Span at its full span; "
         f"Memformer {args.num_slots} slots, segment {args.segment_len}"
     )
-    print("\n".join(bench_models(args)))
-    if not args.skip_mrbp:
-        print(f"\nMemformer, MRBP vs BPTT: blocks of {args.block} steps, batch {args.batch}, {VOCAB}-way head")
+    if "models" in args.parts:
+        print("\n".join(bench_models(args)))
+    if "mrbp" in args.parts:
+        print(f"\nMemformer, MRBP vs BPTT: blocks of {args.block} steps, batch {args.batch}, {args.vocab}-way head")
         print("\n".join(bench_mrbp(args)))
 
 

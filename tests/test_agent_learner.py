@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from agents.a2c import Carry, Timing, collect, gae
+from agents.acting import GraphedActing, eager_acting
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
 from agents.policy import Policy
@@ -25,9 +26,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_policy(model: str, env) -> Policy:
+def tiny_policy(model: str, env, **options) -> Policy:
     torch.manual_seed(0)
-    config = {"d_model": 32, "n_layers": 2, "n_heads": 2}
+    config = {"d_model": 32, "n_layers": 2, "n_heads": 2, **options}
     if model == "expire_span":
         config.update(max_span=8, ramp=4)
     if model == "transformer_xl":
@@ -41,7 +42,8 @@ def corridor_rollout(model: str, num_envs: int = 6, unroll: int = 30, seed: int 
     policy = tiny_policy(model, env).eval()
     obs, _ = env.reset(seed=seed)
     carry = Carry(obs, torch.ones(num_envs, dtype=torch.bool), policy.initial_state(num_envs, "cpu"))
-    rollout, carry = collect(policy, env, carry, unroll, EpisodeStats(num_envs, torch.device("cpu")), Timing())
+    stats = EpisodeStats(num_envs, torch.device("cpu"))
+    rollout, carry = collect(eager_acting(policy), env, carry, unroll, stats, Timing())
     return policy, env, rollout, carry
 
 
@@ -80,15 +82,59 @@ def test_acting_ignores_the_memory_of_episodes_that_ended(model):
     stats, timing = EpisodeStats(4, torch.device("cpu")), Timing()
     obs, _ = env.reset(seed=3)
     history = Carry(obs, torch.ones(4, dtype=torch.bool), policy.initial_state(4, "cpu"))
-    _, history = collect(policy, env, history, 20, stats, timing)  # a memory full of other episodes
+    _, history = collect(eager_acting(policy), env, history, 20, stats, timing)  # a memory full of other episodes
     env_state, windows = env.state_dict(), []
     for state in (history.state, policy.initial_state(4, "cpu")):
         env.load_state_dict(env_state)
         torch.manual_seed(7)
         start = Carry(history.obs, torch.ones(4, dtype=torch.bool), state)  # every row starts an episode here
-        windows.append(collect(policy, env, start, 25, stats, timing)[0])
+        windows.append(collect(eager_acting(policy), env, start, 25, stats, timing)[0])
     assert torch.equal(windows[0].actions, windows[1].actions)
     torch.testing.assert_close(windows[0].logits, windows[1].logits, rtol=1e-5, atol=1e-5)
+
+
+# The models whose state keeps its shapes, with the options that make it so.
+GRAPHED = {"transformer_xl": {}, "expire_span": {"compact": False}, "lstm": {}, "compressive": {}, "memformer": {}}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model", GRAPHED)
+def test_a_graphed_acting_step_equals_the_eager_one(model):
+    env = make_batched_env("corridor", 5, "cuda", **SHORT_CORRIDOR)
+    policy = tiny_policy(model, env, **GRAPHED[model]).cuda().eval()
+    obs, _ = env.reset(seed=0)
+    first = torch.ones(5, dtype=torch.bool, device="cuda")
+    graphed_state = eager_state = policy.initial_state(5, "cuda")
+    graphed, eager = GraphedActing(policy, obs, graphed_state, first), eager_acting(policy)
+    for _ in range(30):  # episodes of at most 12 steps: starts and ends inside
+        action, logits, value, graphed_state = graphed(obs, graphed_state, first)
+        _, eager_logits, eager_value, eager_state = eager(obs, eager_state, first)
+        torch.testing.assert_close(logits, eager_logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(value, eager_value, atol=1e-5, rtol=1e-5)
+        obs, _, terminated, truncated, _ = env.step(action)
+        first = terminated | truncated
+    for graphed_tensor, eager_tensor in zip(tensors(graphed_state), tensors(eager_state), strict=True):
+        torch.testing.assert_close(graphed_tensor, eager_tensor, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_trainer_acts_through_a_cuda_graph_when_the_state_is_static():
+    cuda = World(rank=0, world_size=1, device=torch.device("cuda"))
+    config = tiny_config()
+    config["model"]["expire_span"]["compact"] = False
+    trainer = Trainer("corridor", "expire_span", config, cuda, seed=0)
+    assert trainer.graphed
+    for _ in range(3):
+        metrics, _ = trainer.update()
+    assert all(torch.isfinite(value) for value in metrics.values())
+    config["model"]["expire_span"]["compact"] = True
+    assert not Trainer("corridor", "expire_span", config, cuda, seed=0).graphed
+
+
+def tensors(state) -> list[torch.Tensor]:
+    found = []
+    state.apply(lambda t: found.append(t) or t)
+    return found
 
 
 def reference_gae(rewards, values, bootstrap, terminated, truncated, discount, lam):

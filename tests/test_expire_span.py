@@ -71,6 +71,29 @@ def test_removing_expired_memories_does_not_change_outputs():
     assert kept_state.memory[0].shape[1] == 24 and pruned_state.memory[0].shape[1] < 24
 
 
+def test_a_fixed_cache_gives_the_outputs_and_losses_of_a_compacted_one():
+    config = {"d_model": D_MODEL, "n_layers": 2, "n_heads": 2, "max_span": 6, "ramp": 2, "pos_len": 4}
+    compacted, fixed = ExpireSpan(**config).eval(), ExpireSpan(**config, compact=False).eval()
+    with torch.no_grad():  # spread the spans so that memories expire at different times
+        for predictor in compacted.span_predictors:
+            predictor.weight.copy_(torch.linspace(-1, 1, D_MODEL))
+    fixed.load_state_dict(compacted.state_dict())
+    first = torch.rand(3, 30) < 0.1
+    x = torch.randn(3, 30, D_MODEL)
+    compacted_state, fixed_state = compacted.initial_state(3, "cpu"), fixed.initial_state(3, "cpu")
+    begin = 0
+    for steps in [1, 4, 2, 9, 1, 6, 7]:
+        window = slice(begin, begin + steps)
+        out, compacted_state, record = compacted(x[:, window], compacted_state, first[:, window])
+        out_fixed, fixed_state, record_fixed = fixed(x[:, window], fixed_state, first[:, window])
+        torch.testing.assert_close(out_fixed, out, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(record_fixed.aux_loss, record.aux_loss)
+        torch.testing.assert_close(record_fixed.memory_size, record.memory_size)
+        assert [m.shape[1] for m in fixed_state.memory] == [fixed.max_span + fixed.ramp - 1] * 2
+        begin += steps
+    assert max(m.shape[1] for m in compacted_state.memory) < fixed.max_span + fixed.ramp - 1
+
+
 def test_span_loss_reaches_only_memories_inside_the_ramp():
     spans = torch.tensor([[0.5, 2.5, 6.0, 1.0]], requires_grad=True)  # B x M
     distance = torch.tensor([[[3, 3, 3, 3]]])  # one query, every memory 3 steps back

@@ -21,15 +21,16 @@ CONFIGS = {
     "compressive": {"mem_len": 3, "cmem_len": 2, "compression_rate": 2, "compression": "conv"},
     "memformer": {"num_slots": 3, "segment_len": 4},
 }
+# Every model with its test options, plus the variants whose memory policy differs: case -> (name, options).
+CASES = {name: (name, options) for name, options in CONFIGS.items()} | {
+    "expire_span_fixed_cache": ("expire_span", {**CONFIGS["expire_span"], "compact": False}),
+}
 
 
-def make_model(name: str) -> memory_models.MemoryModel:
-    try:
-        memory_models.model_class(name)
-    except ModuleNotFoundError:
-        pytest.skip(f"the module of {name} is not written yet")
+def make_model(case: str) -> memory_models.MemoryModel:
+    name, options = CASES[case]
     torch.manual_seed(0)
-    model = memory_models.build(name, d_model=D_MODEL, n_layers=2, n_heads=2, dropout=0.0, **CONFIGS[name])
+    model = memory_models.build(name, d_model=D_MODEL, n_layers=2, n_heads=2, dropout=0.0, **options)
     with torch.no_grad():  # move zero-initialised parameters (span predictors, biases) off their start
         for parameter in model.parameters():
             parameter.add_(0.2 * torch.randn_like(parameter))
@@ -55,7 +56,7 @@ def tensors(state: MemoryState) -> list[torch.Tensor]:
     return found
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_changing_a_step_changes_no_earlier_output(name):
     model = make_model(name)
     state = warm_state(model, batch=2)
@@ -68,7 +69,7 @@ def test_changing_a_step_changes_no_earlier_output(name):
     assert not torch.allclose(out[:, 5], out_changed[:, 5])
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_an_episode_sees_nothing_of_the_one_before(name):
     model = make_model(name)
     starts = [0, 2, 4, 7]  # where episode B begins in each row of the window
@@ -92,7 +93,7 @@ def test_an_episode_sees_nothing_of_the_one_before(name):
     assert prefix.grad is None or torch.all(prefix.grad == 0)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_step_by_step_equals_windowed(name):
     model = make_model(name)
     x = torch.randn(3, 15, D_MODEL)
@@ -109,7 +110,7 @@ def test_step_by_step_equals_windowed(name):
     torch.testing.assert_close(torch.cat(stepped, 1), torch.cat(windowed, 1), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_record_has_the_documented_shapes(name):
     model = make_model(name)
     out, _, record = model(torch.randn(2, 4, D_MODEL), warm_state(model, 2), random_first(2, 4))
@@ -119,7 +120,7 @@ def test_record_has_the_documented_shapes(name):
     assert torch.all(record.memory_size >= 0)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_state_detaches_splits_by_rows_and_round_trips_through_torch_save(name):
     model = make_model(name)
     x = torch.randn(3, 5, D_MODEL, requires_grad=True)
@@ -141,8 +142,28 @@ def test_state_detaches_splits_by_rows_and_round_trips_through_torch_save(name):
     assert torch.equal(resumed, out)
 
 
+@pytest.mark.parametrize("name", [case for case in CASES if make_model(case).static_state])
+def test_a_static_state_keeps_its_shapes_whatever_the_window(name):
+    """What ``static_state`` promises CUDA graph capture: every call returns a state shaped like its input."""
+    model = make_model(name)
+    state = model.initial_state(3, "cpu")
+    shapes = [t.shape for t in tensors(state)]
+    for steps in (1, 4, 1, 9, 2):
+        _, state, _ = model(torch.randn(3, steps, D_MODEL), state, random_first(3, steps))
+        assert [t.shape for t in tensors(state)] == shapes
+
+
+def test_every_registered_model_is_tested():
+    assert set(CONFIGS) == set(MODEL_NAMES)
+
+
+def test_every_model_but_the_compacting_ones_has_a_static_state():
+    dynamic = {case for case in CASES if not make_model(case).static_state}
+    assert dynamic == {"expire_span", "adaptive_span"}
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_cuda_matches_cpu(name):
     model = make_model(name)
     x, first = torch.randn(2, 6, D_MODEL), random_first(2, 6, start=True)
