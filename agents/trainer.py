@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from agents.a2c import A2C, Carry, Timing, collect
-from agents.acting import ActingStep, GraphedActing, eager_acting
+from agents.acting import ActingStep, GraphedActing, compiled_acting, eager_acting
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
 from agents.policy import Policy
@@ -109,12 +109,21 @@ class Trainer:
         self.stats = EpisodeStats(self.num_envs, device)
         self.timing = Timing()
         self.updates = 0
-        self.graphed = train["cuda_graphs"] and device.type == "cuda" and self.policy.memory.static_state
-        self.acting_step: ActingStep = (
-            GraphedActing(self.policy, obs, self.carry.state, first, self.bf16)
-            if self.graphed
-            else eager_acting(self.policy, self.bf16)
-        )
+        self.acting_step = self._acting_step(train["compile_acting"], train["cuda_graphs"])
+
+    def _acting_step(self, compile_acting: bool, cuda_graphs: bool) -> ActingStep:
+        """Eager, compiled and/or replayed as a CUDA graph (``agents/acting.py``): the latter two only for a
+        memory model whose state keeps its shapes; ``acting_mode`` says which."""
+        static = self.policy.memory.static_state
+        compiled = compile_acting and static
+        self.graphed = cuda_graphs and static and self.world.device.type == "cuda"
+        step = (compiled_acting if compiled else eager_acting)(self.policy, self.bf16)
+        if self.graphed:
+            step = GraphedActing(step, self.carry.obs, self.carry.state, self.carry.first)
+        self.acting_mode = " + ".join(["compiled"] * compiled + ["CUDA graph"] * self.graphed) or "eager"
+        if (compile_acting or cuda_graphs) and not static:
+            self.acting_mode += f" ({self.model_name}'s state changes shape from call to call)"
+        return step
 
     @property
     def steps_per_update(self) -> int:

@@ -79,8 +79,7 @@ def bench(args: argparse.Namespace) -> list[str]:
     train = args.settings["train"]
     header = (
         f"{args.env}, {machine(args.world.device)}, unroll {train['unroll']}, bf16 {train['bf16']}, "
-        f"median of {args.updates} updates per model; acting as a CUDA graph: "
-        + (", ".join(name for name, trainer in trainers.items() if trainer.graphed) or "none")
+        f"median of {args.updates} updates per model"
     )
     for trainer in trainers.values():
         for _ in range(args.warmup):
@@ -92,14 +91,15 @@ def bench(args: argparse.Namespace) -> list[str]:
             seconds[name].append(timed_update(trainer))
     lines = [
         header,
-        "| model | envs | agent steps/s | acting share | env share | learning share |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | acting step | envs | agent steps/s | acting share | env share | learning share |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, trainer in trainers.items():
         steps_per_s = trainer.steps_per_update / statistics.median(seconds[name])
         phases = [getattr(trainer.timing, phase) for phase in PHASES]
         shares = " | ".join(f"{phase / sum(phases):.0%}" for phase in phases)
-        lines.append(f"| {name} | {trainer.num_envs} | {steps_per_s:,.0f} | {shares} |")
+        mode = trainer.acting_mode.split(" (")[0]
+        lines.append(f"| {name} | {mode} | {trainer.num_envs} | {steps_per_s:,.0f} | {shares} |")
     return lines
 
 

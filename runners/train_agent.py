@@ -153,8 +153,8 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
     bar = tqdm(total=total, initial=trainer.global_step, unit="step", disable=not world.is_main)
     checkpoint = run_dir / CHECKPOINT_NAME
     evaluating = writer is not None and log["eval_episodes"] > 0
-    if world.is_main and world.device.type == "cuda":
-        print(f"acting step: {'replayed as a CUDA graph' if trainer.graphed else 'eager'}")
+    if world.is_main:
+        print(f"acting step: {trainer.acting_mode}")
     interval_start = time.perf_counter()
     while trainer.global_step < total:
         metrics, record = trainer.update()

@@ -1,11 +1,13 @@
 """The learner's rules: acting equals recomputing, nothing leaks across episode starts, ends bootstrap correctly."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from agents.a2c import Carry, Timing, collect, gae
-from agents.acting import GraphedActing, eager_acting
+from agents.acting import GraphedActing, compiled_acting, eager_acting
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
 from agents.policy import Policy
@@ -97,24 +99,43 @@ def test_acting_ignores_the_memory_of_episodes_that_ended(model):
 GRAPHED = {"transformer_xl": {}, "expire_span": {"compact": False}, "lstm": {}, "compressive": {}, "memformer": {}}
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("model", GRAPHED)
-def test_a_graphed_acting_step_equals_the_eager_one(model):
-    env = make_batched_env("corridor", 5, "cuda", **SHORT_CORRIDOR)
-    policy = tiny_policy(model, env, **GRAPHED[model]).cuda().eval()
+def assert_step_equals_eager(model: str, device: str, wrap) -> None:
+    """Over 30 steps of short episodes, ``wrap(eager step, obs, state, first)`` gives the eager logits, values and
+    state (actions are sampled by each from its own random stream, so the env follows the wrapped step's)."""
+    env = make_batched_env("corridor", 5, device, **SHORT_CORRIDOR)
+    policy = tiny_policy(model, env, **GRAPHED[model]).to(device).eval()
     obs, _ = env.reset(seed=0)
-    first = torch.ones(5, dtype=torch.bool, device="cuda")
-    graphed_state = eager_state = policy.initial_state(5, "cuda")
-    graphed, eager = GraphedActing(policy, obs, graphed_state, first), eager_acting(policy)
+    first = torch.ones(5, dtype=torch.bool, device=device)
+    state = eager_state = policy.initial_state(5, device)
+    eager = eager_acting(policy)
+    step = wrap(policy, obs, state, first)
     for _ in range(30):  # episodes of at most 12 steps: starts and ends inside
-        action, logits, value, graphed_state = graphed(obs, graphed_state, first)
+        action, logits, value, state = step(obs, state, first)
         _, eager_logits, eager_value, eager_state = eager(obs, eager_state, first)
         torch.testing.assert_close(logits, eager_logits, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(value, eager_value, atol=1e-5, rtol=1e-5)
         obs, _, terminated, truncated, _ = env.step(action)
         first = terminated | truncated
-    for graphed_tensor, eager_tensor in zip(tensors(graphed_state), tensors(eager_state), strict=True):
-        torch.testing.assert_close(graphed_tensor, eager_tensor, atol=1e-5, rtol=1e-5)
+    for tensor, eager_tensor in zip(tensors(state), tensors(eager_state), strict=True):
+        torch.testing.assert_close(tensor, eager_tensor, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model", GRAPHED)
+def test_a_graphed_acting_step_equals_the_eager_one(model):
+    assert_step_equals_eager(model, "cuda", lambda policy, *inputs: GraphedActing(eager_acting(policy), *inputs))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_compiled_and_graphed_acting_step_equals_the_eager_one():
+    assert_step_equals_eager(
+        "expire_span", "cuda", lambda policy, *inputs: GraphedActing(compiled_acting(policy), *inputs)
+    )
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_a_compiled_acting_step_equals_the_eager_one():
+    assert_step_equals_eager("transformer_xl", "cpu", lambda policy, *inputs: compiled_acting(policy))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -123,12 +144,20 @@ def test_the_trainer_acts_through_a_cuda_graph_when_the_state_is_static():
     config = tiny_config()
     config["model"]["expire_span"]["compact"] = False
     trainer = Trainer("corridor", "expire_span", config, cuda, seed=0)
-    assert trainer.graphed
+    assert trainer.graphed and trainer.acting_mode == "CUDA graph"
     for _ in range(3):
         metrics, _ = trainer.update()
     assert all(torch.isfinite(value) for value in metrics.values())
     config["model"]["expire_span"]["compact"] = True
     assert not Trainer("corridor", "expire_span", config, cuda, seed=0).graphed
+
+
+def test_a_model_whose_state_changes_shape_acts_eagerly_whatever_the_config():
+    config = tiny_config()
+    config["train"].update(compile_acting=True, cuda_graphs=True)
+    trainer = Trainer("corridor", "adaptive_span", config, CPU, seed=0)
+    assert trainer.acting_mode == "eager (adaptive_span's state changes shape from call to call)"
+    trainer.update()
 
 
 def tensors(state) -> list[torch.Tensor]:

@@ -103,6 +103,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, model):
         ("copy", "copy_quick.toml"),
         ("collision", "collision.toml"),
         ("collision", "collision_quick.toml"),
+        ("collision", "collision_gpu.toml"),
         ("enwik8", "lm_enwik8_small.toml"),
         ("text", "lm_text_quick.toml"),
     ],
