@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m runners.bench_envs
 	$(PY) -m runners.bench_models
+	$(PY) -m runners.bench_agent
 
 clean:
 	rm -rf $(VENV) runs checkpoints outputs

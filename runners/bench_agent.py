@@ -1,6 +1,6 @@
 """End-to-end agent throughput: acting, env and learning of the training loop, per memory model.
 
-    python -m runners.bench_agent                                   # quick Corridor preset, CPU, every model
+    python -m runners.bench_agent          # quick Corridor preset on CPU: expire_span, transformer_xl, lstm, none
     python -m runners.bench_agent --device cuda --config configs/corridor.toml --num-envs 1024 --bf16
     python -m runners.bench_agent --models expire_span --set model.expire_span.compact=false
 
@@ -8,7 +8,7 @@ Each model gets its own ``Trainer`` (the object ``runners/train_agent.py`` drive
 take turns, one update each, so that load from other processes on a shared machine hits them alike.
 A figure is the median over the timed updates of agent steps per second (envs x unroll / seconds of
 one update, the device synchronised before and after). The phase shares come from the trainer's
-host clock: on CUDA they measure launch time, not kernel time.
+host clock: on CUDA they say where the host waited, not where the GPU worked.
 """
 
 from __future__ import annotations
