@@ -79,8 +79,8 @@ class MemoryModel(nn.Module, ABC):
 
     d_model: int
     n_layers: int
-    # True when a call returns a state of the same shapes as the one it was given and never waits on the host:
-    # then a step can be captured once as a CUDA graph and replayed (agents/graphed_acting.py).
+    # True when a call returns a state of the same shapes as the one it was given and a one-step call never waits
+    # on the host: then the acting step can be compiled once and captured as a CUDA graph (agents/acting.py).
     static_state: bool = False
 
     @abstractmethod

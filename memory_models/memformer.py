@@ -18,8 +18,9 @@ up to the row's write), the rows that complete a segment write, and a second pas
 steps after each row's write with the new memory. A step whose episode began after the memory was
 last written reads the learned initial memory instead.
 
-Cost per step and layer: two passes of attention over ``2 * num_slots`` memory slots (the carried
-and the initial ones) and at most ``segment_len`` steps of the segment; one write of
+Cost per step and layer: attention over ``2 * num_slots`` memory slots (the carried and the
+initial ones) and at most ``segment_len`` steps of the segment, twice where a row writes before a
+chunk's last step (once when every row writes at a chunk's end, as with aligned segments); one write of
 ``num_slots x (num_slots + 2 * segment_len)`` scores per chunk; state ``num_slots x d_model`` plus
 ``2 x (segment_len - 1) x d_model`` per row and layer. Train with ``memory_models.mrbp`` to
 back-propagate through many segments at the memory cost of one.
@@ -134,9 +135,11 @@ class Memformer(MemoryModel):
         segment = (key_index >= write_step[:, None]) & (key_index <= write_step[:, None] + n_cached)  # B x (K + C)
         written = self.write_memory(read, before.outputs, segment)  # B x L x S x D
         passes = before
-        if n_steps > 1:  # second pass: the steps after a row's write read the new memory
+        later = steps > write_step[:, None]  # B x C: steps after their row's write, which read the new memory
+        # Skipping the second pass when no row writes before its last step (aligned segments, as in language
+        # modelling) halves the cost for one host sync; a one-step call (acting) never syncs.
+        if n_steps > 1 and bool(later.any()):
             after = self._layers(x, state, written, last_start > write_step[:, None], distance, in_segment)
-            later = steps > write_step[:, None]  # B x C
             passes = _Pass(
                 h=torch.where(later[..., None], after.h, before.h),
                 context=[_merge(later, a, b) for a, b in zip(after.context, before.context, strict=True)],

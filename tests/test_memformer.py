@@ -95,6 +95,25 @@ def test_any_cut_into_calls_gives_the_same_outputs(chunks):
     assert whole_record.memory_size.shape == (2,) and (whole_record.memory_size >= SLOTS).all()
 
 
+def test_aligned_segments_skip_the_second_pass_and_change_nothing():
+    """Every row writes at each chunk's last step: the windowed call skips the pass for steps after a write."""
+    model = _model()
+    x = torch.randn(2, 4 * SEGMENT, D_MODEL)
+    first = torch.zeros(2, 4 * SEGMENT, dtype=torch.bool)
+    first[:, 0] = True
+    calls = []
+    original = model._layers
+    model._layers = lambda *args: calls.append(1) or original(*args)
+    windowed, windowed_state, _ = model(x, model.initial_state(2, "cpu"), first)
+    assert len(calls) == 4  # one pass per chunk
+    state, stepped = model.initial_state(2, "cpu"), []
+    for t in range(4 * SEGMENT):
+        out, state, _ = model(x[:, t : t + 1], state, first[:, t : t + 1])
+        stepped.append(out)
+    torch.testing.assert_close(torch.cat(stepped, 1), windowed, rtol=0, atol=1e-5)
+    torch.testing.assert_close(state.memory, windowed_state.memory, rtol=0, atol=1e-5)
+
+
 def _bptt(model, state, segments):
     total, states = 0.0, state
     for segment in segments:
