@@ -150,11 +150,11 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
     log = trainer.config["log"]
     total = trainer.config["train"]["steps"]
     writer = SummaryWriter(run_dir) if world.is_main else None
+    if world.is_main:
+        print(f"acting step: {trainer.acting_mode}", flush=True)
     bar = tqdm(total=total, initial=trainer.global_step, unit="step", disable=not world.is_main)
     checkpoint = run_dir / CHECKPOINT_NAME
     evaluating = writer is not None and log["eval_episodes"] > 0
-    if world.is_main:
-        print(f"acting step: {trainer.acting_mode}")
     interval_start = time.perf_counter()
     while trainer.global_step < total:
         metrics, record = trainer.update()

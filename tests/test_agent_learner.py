@@ -17,7 +17,7 @@ from training.distributed import World
 
 CPU = World(rank=0, world_size=1, device=torch.device("cpu"))
 SHORT_CORRIDOR = {"min_length": 3, "max_length": 6, "max_steps": 12}  # episodes end inside every window
-MODELS = ["lstm", "expire_span", "transformer_xl"]
+MODELS = ["lstm", "expire_span", "expire_span_fixed_cache", "transformer_xl"]
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +29,11 @@ def one_thread():
 
 
 def tiny_policy(model: str, env, **options) -> Policy:
+    """``model``: a memory model's name, or expire_span_fixed_cache (Expire-Span with compact=False)."""
     torch.manual_seed(0)
     config = {"d_model": 32, "n_layers": 2, "n_heads": 2, **options}
+    if model == "expire_span_fixed_cache":
+        model, config["compact"] = "expire_span", False
     if model == "expire_span":
         config.update(max_span=8, ramp=4)
     if model == "transformer_xl":
