@@ -56,12 +56,6 @@ def eager_acting(policy: Policy, bf16: bool = False) -> ActingStep:
     return step
 
 
-def _tensors(state: MemoryState) -> list[Tensor]:
-    found: list[Tensor] = []
-    state.apply(lambda t: found.append(t) or t)
-    return found
-
-
 def compiled_acting(policy: Policy, bf16: bool = False) -> ActingStep:
     """The acting step through ``torch.compile`` (static shapes: compiled once, on the first call)."""
     return torch.compile(eager_acting(policy, bf16), dynamic=False)
@@ -87,14 +81,14 @@ class GraphedActing:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.action, self.logits, self.value, next_state = step(self.obs, self.state, self.first)
-        self.next_state = _tensors(next_state)
-        self.state_buffers = _tensors(self.state)
+        self.next_state = next_state.tensors()
+        self.state_buffers = self.state.tensors()
 
     def __call__(self, obs: Tensor, state: MemoryState, first: Tensor) -> tuple[Tensor, Tensor, Tensor, MemoryState]:
         self.obs.copy_(obs)
         self.first.copy_(first)
         if state is not self.state:
-            for buffer, tensor in zip(self.state_buffers, _tensors(state), strict=True):
+            for buffer, tensor in zip(self.state_buffers, state.tensors(), strict=True):
                 buffer.copy_(tensor)
         self.graph.replay()
         for buffer, tensor in zip(self.state_buffers, self.next_state, strict=True):

@@ -45,6 +45,12 @@ class MemoryState:
         changes = {f.name: _map_tensors(getattr(self, f.name), fn) for f in dataclasses.fields(self)}
         return dataclasses.replace(self, **changes)
 
+    def tensors(self) -> list[Tensor]:
+        """Every tensor of the state, in field order (the order ``apply`` visits them)."""
+        found: list[Tensor] = []
+        self.apply(lambda t: found.append(t) or t)
+        return found
+
     def detach(self: StateT) -> StateT:
         """Cut the gradient path into the past (truncated BPTT)."""
         return self.apply(lambda t: t.detach())

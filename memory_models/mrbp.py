@@ -92,7 +92,7 @@ def _replay(
         state = state.apply(lambda t: _as_leaf(t, leaves))
     out, next_state, record = model(segment.x, state, segment.first)
     loss = segment.loss_fn(out, record)
-    written = [t for t in _tensors(next_state) if t.is_floating_point()]
+    written = [t for t in next_state.tensors() if t.is_floating_point()]
     if next_grads and len(written) != len(next_grads):
         raise RuntimeError("the model's state changed structure between segments")
     pairs = [(t, g) for t, g in zip(written, next_grads, strict=False) if t.requires_grad]
@@ -108,13 +108,6 @@ def _as_leaf(t: Tensor, leaves: list[Tensor]) -> Tensor:
     leaf = t.detach().requires_grad_(True)
     leaves.append(leaf)
     return leaf
-
-
-def _tensors(state: MemoryState) -> list[Tensor]:
-    """The state's tensors in field order (the order ``apply`` visits them)."""
-    found: list[Tensor] = []
-    state.apply(lambda t: found.append(t) or t)
-    return found
 
 
 def _rng_snapshot(device: torch.device) -> tuple[Tensor, Tensor | None]:

@@ -147,12 +147,6 @@ def _timed(work: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _tensors(state: MemoryState) -> list[torch.Tensor]:
-    found: list[torch.Tensor] = []
-    state.apply(lambda t: found.append(t) or t)
-    return found
-
-
 def model_options(name: str, span: int, args: argparse.Namespace) -> dict[str, object]:
     """The options that give ``name`` a maximum span of ``span`` steps, as the module docstring says."""
     if name == "transformer_xl":
@@ -210,7 +204,7 @@ class ModelRun:
         self.times.append(_timed(self.step, self.device))
 
     def peak(self, meter: PeakMemory) -> int:
-        return meter.measure(self.step, list(self.model.parameters()) + _tensors(self.state) + [self.x])
+        return meter.measure(self.step, list(self.model.parameters()) + self.state.tensors() + [self.x])
 
 
 def bench_models(args: argparse.Namespace) -> list[str]:

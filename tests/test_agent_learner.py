@@ -119,7 +119,7 @@ def assert_step_equals_eager(model: str, device: str, wrap) -> None:
         torch.testing.assert_close(value, eager_value, atol=1e-5, rtol=1e-5)
         obs, _, terminated, truncated, _ = env.step(action)
         first = terminated | truncated
-    for tensor, eager_tensor in zip(tensors(state), tensors(eager_state), strict=True):
+    for tensor, eager_tensor in zip(state.tensors(), eager_state.tensors(), strict=True):
         torch.testing.assert_close(tensor, eager_tensor, atol=1e-5, rtol=1e-5)
 
 
@@ -161,12 +161,6 @@ def test_a_model_whose_state_changes_shape_acts_eagerly_whatever_the_config():
     trainer = Trainer("corridor", "adaptive_span", config, CPU, seed=0)
     assert trainer.acting_mode == "eager (adaptive_span's state changes shape from call to call)"
     trainer.update()
-
-
-def tensors(state) -> list[torch.Tensor]:
-    found = []
-    state.apply(lambda t: found.append(t) or t)
-    return found
 
 
 def reference_gae(rewards, values, bootstrap, terminated, truncated, discount, lam):

@@ -50,12 +50,6 @@ def warm_state(model: memory_models.MemoryModel, batch: int, steps: int = 7) -> 
     return state
 
 
-def tensors(state: MemoryState) -> list[torch.Tensor]:
-    found = []
-    state.apply(lambda t: found.append(t) or t)
-    return found
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_changing_a_step_changes_no_earlier_output(name):
     model = make_model(name)
@@ -125,7 +119,7 @@ def test_state_detaches_splits_by_rows_and_round_trips_through_torch_save(name):
     model = make_model(name)
     x = torch.randn(3, 5, D_MODEL, requires_grad=True)
     _, state, _ = model(x, model.initial_state(3, "cpu"), random_first(3, 5, start=True))
-    assert not any(t.requires_grad for t in tensors(state.detach()))
+    assert not any(t.requires_grad for t in state.detach().tensors())
     state = state.detach().to("cpu")
 
     nxt, first = torch.randn(3, 4, D_MODEL), random_first(3, 4)
@@ -147,10 +141,10 @@ def test_a_static_state_keeps_its_shapes_whatever_the_window(name):
     """What ``static_state`` promises CUDA graph capture: every call returns a state shaped like its input."""
     model = make_model(name)
     state = model.initial_state(3, "cpu")
-    shapes = [t.shape for t in tensors(state)]
+    shapes = [t.shape for t in state.tensors()]
     for steps in (1, 4, 1, 9, 2):
         _, state, _ = model(torch.randn(3, steps, D_MODEL), state, random_first(3, steps))
-        assert [t.shape for t in tensors(state)] == shapes
+        assert [t.shape for t in state.tensors()] == shapes
 
 
 def test_every_registered_model_is_tested():
@@ -172,5 +166,5 @@ def test_cuda_matches_cpu(name):
     cuda_model = model.to("cuda")
     cuda_out, cuda_state, _ = cuda_model(x.cuda(), cuda_model.initial_state(2, "cuda"), first.cuda())
     cuda_out, _, _ = cuda_model(x.cuda(), cuda_state, first.cuda())
-    assert all(t.device.type == "cuda" for t in tensors(cuda_state))
+    assert all(t.device.type == "cuda" for t in cuda_state.tensors())
     torch.testing.assert_close(cuda_out.cpu(), out, atol=1e-4, rtol=1e-4)
