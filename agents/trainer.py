@@ -114,14 +114,14 @@ class Trainer:
     def _acting_step(self, compile_acting: bool, cuda_graphs: bool) -> ActingStep:
         """Eager, compiled and/or replayed as a CUDA graph (``agents/acting.py``): the latter two only for a
         memory model whose state keeps its shapes; ``acting_mode`` says which."""
-        static = self.policy.memory.static_state
+        static, on_cuda = self.policy.memory.static_state, self.world.device.type == "cuda"
         compiled = compile_acting and static
-        self.graphed = cuda_graphs and static and self.world.device.type == "cuda"
+        self.graphed = cuda_graphs and static and on_cuda
         step = (compiled_acting if compiled else eager_acting)(self.policy, self.bf16)
         if self.graphed:
             step = GraphedActing(step, self.carry.obs, self.carry.state, self.carry.first)
         self.acting_mode = " + ".join(["compiled"] * compiled + ["CUDA graph"] * self.graphed) or "eager"
-        if (compile_acting or cuda_graphs) and not static:
+        if (compile_acting or (cuda_graphs and on_cuda)) and not static:
             self.acting_mode += f" ({self.model_name}'s state changes shape from call to call)"
         return step
 
