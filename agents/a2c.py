@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.acting import ActingStep, autocast
+from agents.acting import ActingStep, autocast, sample_actions
 from agents.episode_stats import EpisodeStats
 from memory_models import MemoryRecord, MemoryState
 
@@ -81,7 +81,8 @@ def collect(
     start = time.perf_counter()
     env_seconds = 0.0
     for t in range(unroll):
-        action, logits, _, state = step(obs, state, first)
+        logits, _, state = step(obs, state, first)
+        action = sample_actions(logits)
         obs_buf[:, t], first_buf[:, t], actions[:, t], logits_buf[:, t] = obs, first, action, logits
         env_start = time.perf_counter()
         obs, reward, terminated, truncated, info = env.step(action)
@@ -90,7 +91,7 @@ def collect(
         first = terminated | truncated
         stats.add(first, info)
     state = state.apply(torch.clone)  # a graphed step overwrites its state in place: keep the window's end
-    _, _, bootstrap_value, _ = step(obs, state, first)
+    _, bootstrap_value, _ = step(obs, state, first)
     timing.env += env_seconds
     timing.acting += time.perf_counter() - start - env_seconds
     rollout = Rollout(

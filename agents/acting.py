@@ -1,4 +1,4 @@
-"""The acting step: the policy on one observation per env, then a sampled action; eager, compiled, or as a CUDA graph.
+"""The acting step: the policy on one observation per env; eager, compiled, or replayed as a CUDA graph.
 
 A one-step call of a transformer policy is a few hundred small operations whose overhead, not
 their arithmetic, bounds it (about 5 ms per step at 1024 envs on a GPU, eager). Two remedies, which
@@ -20,8 +20,9 @@ from torch import Tensor
 from agents.policy import Policy
 from memory_models import MemoryRecord, MemoryState
 
-# (obs N x 3 x 3 x V, state, first N) -> action N, logits N x A, value N, next state
-ActingStep = Callable[[Tensor, MemoryState, Tensor], tuple[Tensor, Tensor, Tensor, MemoryState]]
+# (obs N x 3 x 3 x V, state, first N) -> logits N x A, value N, next state. Actions are sampled outside the
+# step, so a step whose action is never taken (the bootstrap value at a window's end) draws no random numbers.
+ActingStep = Callable[[Tensor, MemoryState, Tensor], tuple[Tensor, Tensor, MemoryState]]
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graph capture requires
 
 
@@ -48,10 +49,10 @@ def eager_acting(policy: Policy, bf16: bool = False) -> ActingStep:
     """The acting step as plain calls."""
 
     @torch.no_grad()
-    def step(obs: Tensor, state: MemoryState, first: Tensor) -> tuple[Tensor, Tensor, Tensor, MemoryState]:
+    def step(obs: Tensor, state: MemoryState, first: Tensor) -> tuple[Tensor, Tensor, MemoryState]:
         with autocast(obs.device, bf16):
             logits, value, state, _ = act(policy, obs, state, first)
-        return sample_actions(logits), logits, value, state
+        return logits, value, state
 
     return step
 
@@ -80,11 +81,11 @@ class GraphedActing:
         torch.cuda.current_stream(obs.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.action, self.logits, self.value, next_state = step(self.obs, self.state, self.first)
+            self.logits, self.value, next_state = step(self.obs, self.state, self.first)
         self.next_state = next_state.tensors()
         self.state_buffers = self.state.tensors()
 
-    def __call__(self, obs: Tensor, state: MemoryState, first: Tensor) -> tuple[Tensor, Tensor, Tensor, MemoryState]:
+    def __call__(self, obs: Tensor, state: MemoryState, first: Tensor) -> tuple[Tensor, Tensor, MemoryState]:
         self.obs.copy_(obs)
         self.first.copy_(first)
         if state is not self.state:
@@ -93,4 +94,4 @@ class GraphedActing:
         self.graph.replay()
         for buffer, tensor in zip(self.state_buffers, self.next_state, strict=True):
             buffer.copy_(tensor)  # the next replay reads the state this one wrote
-        return self.action.clone(), self.logits.clone(), self.value.clone(), self.state
+        return self.logits.clone(), self.value.clone(), self.state

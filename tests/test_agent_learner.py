@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agents.a2c import Carry, Timing, collect, gae
-from agents.acting import GraphedActing, compiled_acting, eager_acting
+from agents.acting import GraphedActing, compiled_acting, eager_acting, sample_actions
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
 from agents.policy import Policy
@@ -103,8 +103,8 @@ GRAPHED = {"transformer_xl": {}, "expire_span": {"compact": False}, "lstm": {}, 
 
 
 def assert_step_equals_eager(model: str, device: str, wrap) -> None:
-    """Over 30 steps of short episodes, ``wrap(eager step, obs, state, first)`` gives the eager logits, values and
-    state (actions are sampled by each from its own random stream, so the env follows the wrapped step's)."""
+    """Over 30 steps of short episodes, ``wrap(policy, obs, state, first)`` gives the eager step's logits, values
+    and state."""
     env = make_batched_env("corridor", 5, device, **SHORT_CORRIDOR)
     policy = tiny_policy(model, env, **GRAPHED[model]).to(device).eval()
     obs, _ = env.reset(seed=0)
@@ -113,11 +113,11 @@ def assert_step_equals_eager(model: str, device: str, wrap) -> None:
     eager = eager_acting(policy)
     step = wrap(policy, obs, state, first)
     for _ in range(30):  # episodes of at most 12 steps: starts and ends inside
-        action, logits, value, state = step(obs, state, first)
-        _, eager_logits, eager_value, eager_state = eager(obs, eager_state, first)
+        logits, value, state = step(obs, state, first)
+        eager_logits, eager_value, eager_state = eager(obs, eager_state, first)
         torch.testing.assert_close(logits, eager_logits, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(value, eager_value, atol=1e-5, rtol=1e-5)
-        obs, _, terminated, truncated, _ = env.step(action)
+        obs, _, terminated, truncated, _ = env.step(sample_actions(logits))
         first = terminated | truncated
     for tensor, eager_tensor in zip(state.tensors(), eager_state.tensors(), strict=True):
         torch.testing.assert_close(tensor, eager_tensor, atol=1e-5, rtol=1e-5)
