@@ -20,14 +20,6 @@ SHORT_CORRIDOR = {"min_length": 3, "max_length": 6, "max_steps": 12}  # episodes
 MODELS = ["lstm", "expire_span", "expire_span_fixed_cache", "transformer_xl"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_policy(model: str, env, **options) -> Policy:
     """``model``: a memory model's name, or expire_span_fixed_cache (Expire-Span with compact=False)."""
     torch.manual_seed(0)

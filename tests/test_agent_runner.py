@@ -20,14 +20,6 @@ SHORT_CORRIDOR = ["--set", "env.max_length=6", "--set", "env.max_steps=12"]
 UPDATE = 2 * 5  # agent steps per update with TINY
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train(tmp_path, *args: str) -> dict:
     assert train_agent.main([*args, "--logdir", str(tmp_path)]) == 0
     (checkpoint,) = tmp_path.glob("*/checkpoint.pt")
