@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from memory_models.attention import (
@@ -37,6 +38,33 @@ def test_soft_mask_renormalises_as_eq_4():
     renormalised = soft * a / (soft * a).sum(-1, keepdim=True)  # a'_ti = m_ti a_ti / sum_j m_tj a_tj
     reference = attention.out((renormalised @ v).transpose(1, 2).flatten(2))
     torch.testing.assert_close(out, reference)
+
+
+@pytest.mark.parametrize("n_queries", [1, 5])
+def test_folded_projections_equal_projected_keys_in_outputs_and_gradients(n_queries, monkeypatch):
+    attention = make(n_positions=4)
+    with torch.no_grad():
+        attention.position_bias.normal_()
+    query, context = torch.randn(2, n_queries, D_MODEL), torch.randn(2, 9, D_MODEL)
+    distance = contiguous_distance(9 - n_queries, n_queries, "cpu")
+    allowed = visible(distance, torch.tensor([[8] * n_queries, [2] * n_queries]))
+    soft = torch.rand(2, 1, n_queries, 9)
+    results = []
+    for folded in (False, True):
+        monkeypatch.setattr(attention, "_folds", lambda *_, folded=folded: folded)
+        attention.zero_grad()
+        q, c = query.clone().requires_grad_(), context.clone().requires_grad_()
+        out = attention(q, c, distance, allowed, soft)
+        out.pow(2).sum().backward()
+        results.append([out, q.grad, c.grad, *(p.grad.clone() for p in attention.parameters())])
+    for projected, folded in zip(*results, strict=True):
+        torch.testing.assert_close(folded, projected, rtol=1e-5, atol=1e-6)
+
+
+def test_folding_is_chosen_for_one_step_over_a_long_cache_only():
+    attention = RelativeMultiHeadAttention(64, 4)
+    assert attention._folds(1, 80)  # acting: one query, a cache of 80 steps
+    assert not attention._folds(100, 180)  # learning: a 100-step window over the same cache
 
 
 def test_a_query_with_nothing_to_see_outputs_zeros_and_finite_gradients():
