@@ -140,7 +140,9 @@ class RelativeMultiHeadAttention(nn.Module):
             scores = (q + self.content_bias[:, None]) @ k.transpose(-1, -2)  # B x H x T x M
         if self.n_positions and distance is not None:
             start = 0 if recent is None else max(scores.shape[-1] - recent, 0)
-            scores[..., start:] += self._position_scores(q, distance[..., start:])  # B x H x T x (M - start)
+            positions = self._position_scores(q, distance[..., start:])  # B x H x T x (M - start)
+            # out of place: an in-place add into a slice makes the backward copy all the scores
+            scores = scores + (F.pad(positions, (start, 0)) if start else positions)
         scores = scores / math.sqrt(self.d_head)
         if allowed is not None:
             allowed = allowed.unsqueeze(-3)  # B x 1 x T x M
