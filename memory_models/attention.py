@@ -129,21 +129,22 @@ class RelativeMultiHeadAttention(nn.Module):
         soft_mask: Tensor | None = None,
         recent: int | None = None,
     ) -> Tensor:
-        q = self._heads(self.query(query))  # B x H x T x dh
+        # 1 / sqrt(d_head) scales the queries, not the B x H x T x M scores: the same scores, one pass fewer over them
+        q = self._heads(self.query(query)) / math.sqrt(self.d_head)  # B x H x T x dh
+        content_q = q + self.content_bias[:, None] / math.sqrt(self.d_head)  # B x H x T x dh
         folded = self._folds(query.shape[1], context.shape[1])
         if folded:
             w_key, w_value = self.key_value.weight.view(2, self.n_heads, self.d_head, -1).unbind(0)  # H x dh x D
-            q_in = torch.einsum("bhtk,hkd->bhtd", q + self.content_bias[:, None], w_key).flatten(1, 2)  # B x HT x D
+            q_in = torch.einsum("bhtk,hkd->bhtd", content_q, w_key).flatten(1, 2)  # B x HT x D
             scores = (q_in @ context.transpose(-1, -2)).unflatten(1, q.shape[1:3])  # B x H x T x M
         else:
             k, v = (self._heads(t) for t in self.key_value(context).chunk(2, dim=-1))  # B x H x M x dh
-            scores = (q + self.content_bias[:, None]) @ k.transpose(-1, -2)  # B x H x T x M
+            scores = content_q @ k.transpose(-1, -2)  # B x H x T x M
         if self.n_positions and distance is not None:
             start = 0 if recent is None else max(scores.shape[-1] - recent, 0)
             positions = self._position_scores(q, distance[..., start:])  # B x H x T x (M - start)
             # out of place: an in-place add into a slice makes the backward copy all the scores
             scores = scores + (F.pad(positions, (start, 0)) if start else positions)
-        scores = scores / math.sqrt(self.d_head)
         if allowed is not None:
             allowed = allowed.unsqueeze(-3)  # B x 1 x T x M
         if soft_mask is not None:
@@ -177,10 +178,11 @@ class RelativeMultiHeadAttention(nn.Module):
         return folded < projected
 
     def _position_scores(self, q: Tensor, distance: Tensor) -> Tensor:
-        """B x H x T x M position terms, zero for keys at or beyond n_positions steps."""
+        """B x H x T x M position terms, zero for keys at or beyond n_positions steps; ``q`` is already scaled."""
         relative = self.position(self.encodings).unflatten(-1, (self.n_heads, self.d_head))  # P x H x dh
         # einsum, not a broadcast matmul, which would copy the encodings once per batch row
-        per_distance = torch.einsum("bhtk,phk->bhtp", q + self.position_bias[:, None], relative)  # B x H x T x P
+        position_q = q + self.position_bias[:, None] / math.sqrt(self.d_head)  # B x H x T x dh
+        per_distance = torch.einsum("bhtk,phk->bhtp", position_q, relative)  # B x H x T x P
         per_distance = F.pad(per_distance, (0, 1))  # B x H x T x (P + 1): the last column is "too far"
         shape = (*per_distance.shape[:-1], distance.shape[-1])
         index = distance.clamp(0, self.n_positions).unsqueeze(-3).expand(shape)  # B x H x T x M
