@@ -107,6 +107,7 @@ class RelativeMultiHeadAttention(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.n_heads, self.d_head, self.n_positions = n_heads, d_model // n_heads, n_positions
+        self.scale = self.d_head**-0.5
         self.query = nn.Linear(d_model, d_model, bias=False)
         self.key_value = nn.Linear(d_model, 2 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -130,8 +131,8 @@ class RelativeMultiHeadAttention(nn.Module):
         recent: int | None = None,
     ) -> Tensor:
         # 1 / sqrt(d_head) scales the queries, not the B x H x T x M scores: the same scores, one pass fewer over them
-        q = self._heads(self.query(query)) / math.sqrt(self.d_head)  # B x H x T x dh
-        content_q = q + self.content_bias[:, None] / math.sqrt(self.d_head)  # B x H x T x dh
+        q = self._heads(self.query(query)) * self.scale  # B x H x T x dh
+        content_q = q + self.content_bias[:, None] * self.scale  # B x H x T x dh
         folded = self._folds(query.shape[1], context.shape[1])
         if folded:
             w_key, w_value = self.key_value.weight.view(2, self.n_heads, self.d_head, -1).unbind(0)  # H x dh x D
@@ -180,8 +181,8 @@ class RelativeMultiHeadAttention(nn.Module):
     def _position_scores(self, q: Tensor, distance: Tensor) -> Tensor:
         """B x H x T x M position terms, zero for keys at or beyond n_positions steps; ``q`` is already scaled."""
         relative = self.position(self.encodings).unflatten(-1, (self.n_heads, self.d_head))  # P x H x dh
+        position_q = q + self.position_bias[:, None] * self.scale  # B x H x T x dh
         # einsum, not a broadcast matmul, which would copy the encodings once per batch row
-        position_q = q + self.position_bias[:, None] / math.sqrt(self.d_head)  # B x H x T x dh
         per_distance = torch.einsum("bhtk,phk->bhtp", position_q, relative)  # B x H x T x P
         per_distance = F.pad(per_distance, (0, 1))  # B x H x T x (P + 1): the last column is "too far"
         shape = (*per_distance.shape[:-1], distance.shape[-1])
