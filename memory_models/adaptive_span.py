@@ -90,7 +90,7 @@ class AdaptiveSpan(MemoryModel):
             mask = span_mask(layer_spans, distance, self.ramp)  # 1 x H x T x (M + T)
             context = torch.cat([cache, h], dim=1)  # B x (M + T) x D
             memory.append(context[:, context.shape[1] - min(length, context.shape[1]) :].detach())
-            h = layer(h, context, distance, allowed, mask)  # B x T x D
+            h = layer(h, context, distance, allowed, mask, reach=length)  # B x T x D: no head sees further
             seen = allowed & (distance > 0) & (mask.amax(dim=1) > 0)  # a key any head still sees
             sizes.append(seen.sum(-1).to(x.dtype).mean())
         widest = spans.detach().amax(dim=1).to(x.dtype)  # n_layers

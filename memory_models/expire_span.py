@@ -131,6 +131,7 @@ class ExpireSpan(MemoryModel):
         if self.training and self.shorten:
             limit = torch.rand((), device=x.device) * self.max_span  # one l ~ U(0, L) per call
         h, aux_loss, sizes, new_spans, kept = x, x.new_zeros(()), [], [], []
+        reach = None if self.compact else self.cache_len  # a fixed cache is contiguous in time; a compacted one is not
         per_layer = zip(self.layers, state.memory, state.memory_age, strict=True)
         for index, (layer, cache, cache_age) in enumerate(per_layer):
             context = torch.cat([cache, h], dim=1)  # B x (M + T) x D
@@ -141,7 +142,7 @@ class ExpireSpan(MemoryModel):
             mask = expire_mask(spans, distance, self.ramp)  # B x T x (M + T)
             allowed = visible(distance, ages, limit)  # B x T x (M + T)
             # live memories stay in order at the end of the cache: the nearest pos_len steps are the last keys
-            h = layer(h, context, distance, allowed, mask.unsqueeze(1), recent=self.pos_len + steps - 1)
+            h = layer(h, context, distance, allowed, mask.unsqueeze(1), recent=self.pos_len + steps - 1, reach=reach)
             aux_loss = aux_loss + self.loss_coef * ramp_loss(spans, mask, allowed, self.ramp) / (batch * steps)
             sizes.append((allowed & (distance > 0) & (mask > 0)).sum(-1).to(x.dtype).mean())
             new_spans.append(spans[:, -steps:].detach())

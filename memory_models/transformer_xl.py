@@ -64,7 +64,7 @@ class TransformerXL(MemoryModel):
         for layer, cache in zip(self.layers, state.memory, strict=True):
             context = torch.cat([cache, h], dim=1)  # B x (M + T) x D
             memory.append(context[:, -self.mem_len :].detach())
-            h = layer(h, context, distance, allowed)  # B x T x D
+            h = layer(h, context, distance, allowed, reach=self.mem_len)  # B x T x D
         past = (allowed & (distance > 0)).sum(-1).to(x.dtype).mean()  # same reach in every layer
         record = MemoryRecord(
             aux_loss=x.new_zeros(()),

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from memory_models import attention as attention_core
 from memory_models.attention import (
     RelativeMultiHeadAttention,
     TransformerLayer,
@@ -59,6 +60,41 @@ def test_folded_projections_equal_projected_keys_in_outputs_and_gradients(n_quer
         results.append([out, q.grad, c.grad, *(p.grad.clone() for p in attention.parameters())])
     for projected, folded in zip(*results, strict=True):
         torch.testing.assert_close(folded, projected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_memory, n_window, reach", [(6, 9, 4), (2, 9, 5), (0, 7, 3), (5, 4, 20)])
+def test_query_blocks_hold_every_pair_a_query_may_see(n_memory, n_window, reach, monkeypatch):
+    monkeypatch.setattr(attention_core, "MIN_QUERY_BLOCK", 1)
+    n_keys = n_memory + n_window
+    blocks = attention_core.query_blocks(n_window, n_keys, reach)
+    covered = torch.zeros(n_window, n_keys, dtype=torch.int)
+    for queries, keys in blocks:
+        covered[queries, keys] += 1
+    distance = contiguous_distance(n_memory, n_window, "cpu")[0]  # T x M
+    seen = (distance >= 0) & (distance <= reach)
+    assert torch.all(covered[seen] == 1)  # every visible pair once
+    assert torch.cat([torch.arange(n_window)[queries] for queries, _ in blocks]).tolist() == list(range(n_window))
+    assert covered.sum() < n_window * n_keys or len(blocks) == 1  # and fewer pairs than all
+
+
+def test_attention_in_query_blocks_equals_one_block_in_outputs_and_gradients(monkeypatch):
+    monkeypatch.setattr(attention_core, "MIN_QUERY_BLOCK", 1)
+    attention = make(n_positions=4)
+    with torch.no_grad():
+        attention.position_bias.normal_()
+    query, context = torch.randn(2, 7, D_MODEL), torch.randn(2, 12, D_MODEL)
+    distance = contiguous_distance(5, 7, "cpu")  # 1 x T x M: one distance tensor for both rows
+    allowed = visible(distance, torch.tensor([[9] * 7, [1, 2, 0, 1, 2, 3, 4]]), max_distance=4)
+    soft = torch.rand(2, 1, 7, 12)
+    results = []
+    for reach in (4, None):
+        attention.zero_grad()
+        q, c = query.clone().requires_grad_(), context.clone().requires_grad_()
+        out = attention(q, c, distance, allowed, soft, reach=reach)
+        out.pow(2).sum().backward()
+        results.append([out, q.grad, c.grad, *(p.grad.clone() for p in attention.parameters())])
+    for blocked, whole in zip(*results, strict=True):
+        torch.testing.assert_close(blocked, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_folding_is_chosen_for_one_step_over_a_long_cache_only():

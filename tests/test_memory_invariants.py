@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import memory_models
-from memory_models import MODEL_NAMES
+from memory_models import MODEL_NAMES, attention
 from memory_models.base import MemoryState
 from tests.conftest import readout
 
@@ -103,6 +103,28 @@ def test_step_by_step_equals_windowed(name):
         out, state, _ = model(x[:, step : step + 1], state, first[:, step : step + 1])
         stepped.append(out)
     torch.testing.assert_close(torch.cat(stepped, 1), torch.cat(windowed, 1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["transformer_xl", "adaptive_span", "expire_span_fixed_cache"])
+def test_query_blocks_change_no_output_state_loss_or_gradient(name, monkeypatch):
+    """Models that promise a reach (Transformer-XL, Adaptive-Span, Expire-Span's fixed cache) are attended in
+    blocks of queries; blocks of 2 queries here, against all queries in one block."""
+    model = make_model(name).train()
+    state = warm_state(model, batch=3).detach()
+    x, first = torch.randn(3, 9, D_MODEL), random_first(3, 9)
+    monkeypatch.setattr(attention, "MIN_QUERY_BLOCK", 2)
+    results = []
+    for blocks in (attention.query_blocks, lambda n_queries, n_keys, reach: [(slice(None), slice(None))]):
+        monkeypatch.setattr(attention, "query_blocks", blocks)
+        model.zero_grad()
+        torch.manual_seed(1)  # Expire-Span's random shortening draws the same length both times
+        inputs = x.clone().requires_grad_()
+        out, next_state, record = model(inputs, state, first)
+        (readout(out) + record.aux_loss).backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        results.append([out, inputs.grad, record.aux_loss, record.memory_size, *next_state.tensors(), *grads])
+    for blocked, whole in zip(*results, strict=True):
+        torch.testing.assert_close(blocked, whole, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", CASES)
