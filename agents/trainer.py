@@ -8,11 +8,13 @@ its own env batch and seed; DistributedDataParallel averages the gradients, so p
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from typing import Any
 
 import numpy as np
 import torch
+import torch._inductor.config
 import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
@@ -116,6 +118,12 @@ class Trainer:
         memory model whose state keeps its shapes; ``acting_mode`` says which."""
         static, on_cuda = self.policy.memory.static_state, self.world.device.type == "cuda"
         compiled = compile_acting and static
+        compiler = torch._inductor.config.cpp.cxx[-1]  # what torch.compile builds CPU kernels with
+        if compiled and not on_cuda and shutil.which(compiler) is None:
+            raise ValueError(
+                f"train.compile_acting on CPU needs a C++ compiler ({compiler}, or set $CXX); none found: "
+                "install one or set train.compile_acting=false"
+            )
         self.graphed = cuda_graphs and static and on_cuda
         step = (compiled_acting if compiled else eager_acting)(self.policy, self.bf16)
         if self.graphed:

@@ -5,7 +5,8 @@ Adaptive-Span, Compressive and Memformer; a model adds only its memory policy: w
 keeps, how far each key is from each query, and which keys each query may see.
 
 ``RelativeMultiHeadAttention(d_model, n_heads, dropout=0.0, n_positions=0)``
-    ``forward(query, context, distance=None, allowed=None, soft_mask=None, recent=None) -> B x T x D``
+    ``forward(query, context, distance=None, allowed=None, soft_mask=None, recent=None, reach=None)``
+    ``-> B x T x D``
 
     query: B x T x D, the inputs the queries are projected from.
     context: B x M x D, the inputs keys and values are projected from. For self-attention over a
@@ -26,6 +27,11 @@ keeps, how far each key is from each query, and which keys each query may see.
     recent: optional int, a promise that only the last ``recent`` keys can lie closer than
         ``n_positions`` to any query; position terms are then computed for those keys alone, which
         makes their cost independent of the memory size (Expire-Span A.1).
+    reach: optional int, a promise that the context is a cache of past steps then the queries' own
+        steps, one key per step in time order, and that no query sees a key more than ``reach``
+        steps back (Transformer-XL's cache, Adaptive-Span's widest span, Expire-Span's fixed cache).
+        The queries are then attended in blocks, each against only the keys it can see
+        (``query_blocks``): the same attention, with far fewer (query, key) pairs over long windows.
 
     Scores are ``((q + u) . k + (q + v) . W_r r(d)) / sqrt(d_head)`` (Dai et al. 2019, with the two
     learned biases u and v); dropout acts on the final weights; an output projection follows. When
@@ -34,9 +40,10 @@ keeps, how far each key is from each query, and which keys each query may see.
     key: the same attention, many times cheaper there (``_folds`` picks the cheaper order).
 
 ``TransformerLayer(d_model, n_heads, dropout=0.0, n_positions=0, pre_norm=True, d_ff=4 * d_model)``
-    ``forward(x, context, distance=None, allowed=None, soft_mask=None, recent=None) -> B x T x D``: attention of
-    ``x`` over ``context`` (same arguments as above), then a ReLU feed-forward, each with a residual;
-    layer norm before each sublayer (pre-LN) or after each residual (post-LN).
+    ``forward(x, context, distance=None, allowed=None, soft_mask=None, recent=None, reach=None)``
+    ``-> B x T x D``: attention of ``x`` over ``context`` (same arguments as above), then a ReLU
+    feed-forward, each with a residual; layer norm before each sublayer (pre-LN) or after each
+    residual (post-LN).
     ``attention_input(x)`` is what the attention projects (the normed ``x`` in pre-LN): models that
     compute something from the same memories (Expire-Span's spans) read it.
 

@@ -55,8 +55,8 @@ def ramp_loss(spans: Tensor, mask: Tensor, allowed: Tensor, ramp: float) -> Tens
 
     Only pairs a query may attend to count: there the task loss also reaches e_i through m.
     """
-    in_ramp = allowed & (mask > 0) & (mask < 1)  # B x T x M
-    return (spans[:, None, :] * in_ramp).sum() / ramp
+    in_ramp = (allowed & (mask > 0) & (mask < 1)).sum(1)  # B x M: queries that see each memory inside its ramp
+    return (spans * in_ramp).sum() / ramp
 
 
 class ExpireSpan(MemoryModel):
@@ -134,10 +134,12 @@ class ExpireSpan(MemoryModel):
         reach = None if self.compact else self.cache_len  # a fixed cache is contiguous in time; a compacted one is not
         per_layer = zip(self.layers, state.memory, state.memory_age, strict=True)
         for index, (layer, cache, cache_age) in enumerate(per_layer):
+            if not self.compact:
+                cache_age = cache_age[:1]  # a fixed cache holds the same steps in every row: one row of distances
             context = torch.cat([cache, h], dim=1)  # B x (M + T) x D
-            window_offset = -query.expand(batch, steps)  # B x T: key j is j steps after query 0
-            offset = torch.cat([cache_age + 1, window_offset], dim=1)  # B x (M + T): distance to query 0
-            distance = offset[:, None, :] + query[None, :, None]  # B x T x (M + T)
+            window_offset = -query.expand(cache_age.shape[0], steps)  # B' x T: key j is j steps after query 0
+            offset = torch.cat([cache_age + 1, window_offset], dim=1)  # B' x (M + T): distance to query 0
+            distance = offset[:, None, :] + query[None, :, None]  # B' x T x (M + T), B' = B or 1
             spans = self.spans(index, context)  # B x (M + T)
             mask = expire_mask(spans, distance, self.ramp)  # B x T x (M + T)
             allowed = visible(distance, ages, limit)  # B x T x (M + T)
@@ -152,7 +154,9 @@ class ExpireSpan(MemoryModel):
             memory, memory_age = self._compact(kept)
         else:
             memory = [context[:, -self.cache_len :] for context, _, _ in kept]
-            memory_age = [last_distance[:, -self.cache_len :] for _, last_distance, _ in kept]
+            memory_age = [
+                last_distance[:, -self.cache_len :].expand(batch, -1).contiguous() for _, last_distance, _ in kept
+            ]
         record = MemoryRecord(aux_loss=aux_loss, memory_size=torch.stack(sizes), spans=torch.stack(new_spans))
         return self.out_norm(h), ExpireSpanState(memory, memory_age, ages[:, -1]), record
 

@@ -155,6 +155,16 @@ def test_a_model_whose_state_changes_shape_acts_eagerly_whatever_the_config():
     trainer.update()
 
 
+def test_compiling_on_a_cpu_without_a_cpp_compiler_stops_at_once_naming_the_fix(monkeypatch):
+    config = tiny_config()
+    config["train"]["compile_acting"] = True
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler.*train.compile_acting=false"):
+        Trainer("corridor", "transformer_xl", config, CPU, seed=0)
+    config["train"]["compile_acting"] = False
+    assert Trainer("corridor", "transformer_xl", config, CPU, seed=0).acting_mode == "eager"
+
+
 def reference_gae(rewards, values, bootstrap, terminated, truncated, discount, lam):
     """Per-element GAE, written out: no bootstrap at true ends, V(s_t) at time limits, bootstrap at window end."""
     n, t_len = rewards.shape

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 import memory_models
+from agents.trainer import check_train_config
 from runners import render, train_agent
 from training.checkpoint import load_checkpoint
+from training.config import resolve
 
 TINY = [
     "--set", "train.num_envs=2",
@@ -115,6 +117,16 @@ def test_bad_input_stops_at_once_naming_it_and_writes_nothing(tmp_path, capsys, 
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "env, config",
+    [("corridor", "corridor.toml"), ("corridor", "corridor_fast.toml"), ("portal", "portal.toml"),
+     ("instruction", "instruction.toml")],
+)  # fmt: skip
+def test_shipped_configs_fit_their_env_preset(env, config):
+    settings = resolve(train_agent.preset_path(env), train_agent.CONFIG_DIR / config)
+    check_train_config(settings["train"])
 
 
 def test_render_rejects_unknown_formats(tmp_path, capsys):
