@@ -151,8 +151,7 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
     total = trainer.config["train"]["steps"]
     writer = SummaryWriter(run_dir) if world.is_main else None
     if world.is_main:
-        compiled = "compiled" in trainer.acting_mode
-        compiling = " (compiles on the first update: about 30 s on 2 CPU cores)" if compiled else ""
+        compiling = " (compiles once, on the first update: about 30 s)" if "compiled" in trainer.acting_mode else ""
         print(f"acting step: {trainer.acting_mode}{compiling}", flush=True)
     bar = tqdm(total=total, initial=trainer.global_step, unit="step", disable=not world.is_main)
     checkpoint = run_dir / CHECKPOINT_NAME
