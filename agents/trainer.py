@@ -115,15 +115,12 @@ class Trainer:
 
     def _acting_step(self, compile_acting: bool, cuda_graphs: bool) -> ActingStep:
         """Eager, compiled and/or replayed as a CUDA graph (``agents/acting.py``): the latter two only for a
-        memory model whose state keeps its shapes; ``acting_mode`` says which."""
+        memory model whose state keeps its shapes, compiled on CPU only with a C++ compiler to build the
+        kernels; ``acting_mode`` says which, and why not when the config asked for more."""
         static, on_cuda = self.policy.memory.static_state, self.world.device.type == "cuda"
-        compiled = compile_acting and static
         compiler = torch._inductor.config.cpp.cxx[-1]  # what torch.compile builds CPU kernels with
-        if compiled and not on_cuda and shutil.which(compiler) is None:
-            raise ValueError(
-                f"train.compile_acting on CPU needs a C++ compiler ({compiler}, or set $CXX); none found: "
-                "install one or set train.compile_acting=false"
-            )
+        can_compile = on_cuda or shutil.which(compiler) is not None
+        compiled = compile_acting and static and can_compile
         self.graphed = cuda_graphs and static and on_cuda
         step = (compiled_acting if compiled else eager_acting)(self.policy, self.bf16)
         if self.graphed:
@@ -131,6 +128,8 @@ class Trainer:
         self.acting_mode = " + ".join(["compiled"] * compiled + ["CUDA graph"] * self.graphed) or "eager"
         if (compile_acting or (cuda_graphs and on_cuda)) and not static:
             self.acting_mode += f" ({self.model_name}'s state changes shape from call to call)"
+        elif compile_acting and not can_compile:
+            self.acting_mode += f" (torch.compile on CPU needs a C++ compiler: no {compiler} found; set $CXX to one)"
         return step
 
     @property

@@ -2,7 +2,7 @@
 
     python -m runners.bench_agent          # quick Corridor preset on CPU: expire_span, transformer_xl, lstm, none
     python -m runners.bench_agent --device cuda --config configs/corridor.toml --num-envs 1024 --bf16
-    python -m runners.bench_agent --models expire_span --set model.expire_span.compact=false
+    python -m runners.bench_agent --models expire_span --set train.compile_acting=false
 
 Each model gets its own ``Trainer`` (the object ``runners/train_agent.py`` drives) and the models
 take turns, one update each, so that load from other processes on a shared machine hits them alike.

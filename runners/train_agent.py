@@ -180,12 +180,16 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
     save(trainer, world, checkpoint)
     if evaluating:
         results = log_evaluation(writer, trainer, run_dir)
-        print(
-            f"held-out evaluation ({results['episodes']:.0f} episodes): success {results['success']:.1%}, "
-            f"return {results['return']:.3f}; checkpoint {checkpoint}"
-        )
+        print(f"{describe_evaluation(results)}; checkpoint {checkpoint}")
     if writer is not None:
         writer.close()
+
+
+def describe_evaluation(results: dict[str, float]) -> str:
+    return (
+        f"held-out evaluation ({results['episodes']:.0f} episodes): success {results['success']:.1%}, "
+        f"return {results['return']:.3f}, length {results['length']:.1f}"
+    )
 
 
 def save(trainer: Trainer, world: World, path: Path) -> None:
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval is not None:
         seed = EVAL_SEED_OFFSET + trainer.seed
         results = evaluate(trainer.policy, trainer.env_name, trainer.config["env"], args.eval, seed, world.device)
-        print(", ".join(f"{name} {value:.4g}" for name, value in results.items()))
+        print(describe_evaluation(results))
         close_world(world)
         return 0
     if args.resume:

@@ -129,8 +129,9 @@ def test_a_compiled_and_graphed_acting_step_equals_the_eager_one():
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
-def test_a_compiled_acting_step_equals_the_eager_one():
-    assert_step_equals_eager("transformer_xl", "cpu", lambda policy, *inputs: compiled_acting(policy))
+@pytest.mark.parametrize("model", ["expire_span", "transformer_xl"])  # the quick preset compiles expire_span's step
+def test_a_compiled_acting_step_equals_the_eager_one(model):
+    assert_step_equals_eager(model, "cpu", lambda policy, *inputs: compiled_acting(policy))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -155,14 +156,13 @@ def test_a_model_whose_state_changes_shape_acts_eagerly_whatever_the_config():
     trainer.update()
 
 
-def test_compiling_on_a_cpu_without_a_cpp_compiler_stops_at_once_naming_the_fix(monkeypatch):
+def test_without_a_cpp_compiler_a_cpu_run_acts_eagerly_and_says_why(monkeypatch):
     config = tiny_config()
     config["train"]["compile_acting"] = True
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler.*train.compile_acting=false"):
-        Trainer("corridor", "transformer_xl", config, CPU, seed=0)
-    config["train"]["compile_acting"] = False
-    assert Trainer("corridor", "transformer_xl", config, CPU, seed=0).acting_mode == "eager"
+    trainer = Trainer("corridor", "transformer_xl", config, CPU, seed=0)
+    assert trainer.acting_mode.startswith("eager (torch.compile on CPU needs a C++ compiler")
+    trainer.update()
 
 
 def reference_gae(rewards, values, bootstrap, terminated, truncated, discount, lam):
@@ -202,7 +202,8 @@ def test_gae_stops_at_true_ends_and_bootstraps_at_time_limits_and_window_ends():
 def tiny_config() -> dict:
     config = resolve(
         "configs/corridor_quick.toml",
-        overrides=["train.num_envs=3", "train.unroll=10", "model.d_model=16", "model.n_heads=2"],
+        overrides=["train.num_envs=3", "train.unroll=10", "model.d_model=16", "model.n_heads=2"]
+        + ["train.compile_acting=false"],  # compiling takes seconds; tested apart
     )
     config["env"].update(SHORT_CORRIDOR)
     return config

@@ -1,5 +1,7 @@
 """runners/train_agent.py and runners/render.py end to end: smoke runs, exact resume, checkpoints, bad input."""
 
+import shutil
+
 import imageio.v2 as imageio
 import pytest
 import torch
@@ -17,6 +19,7 @@ TINY = [
     "--set", "model.n_heads=2",
     "--set", "log.every_updates=1",
     "--set", "log.eval_episodes=0",
+    "--set", "train.compile_acting=false",  # compiling takes seconds; tested apart
 ]  # fmt: skip
 SHORT_CORRIDOR = ["--set", "env.max_length=6", "--set", "env.max_steps=12"]
 UPDATE = 2 * 5  # agent steps per update with TINY
@@ -41,6 +44,14 @@ def test_every_model_trains_on_corridor(tmp_path, model):
 def test_other_envs_train_with_the_default_model(tmp_path, env):
     payload = train(tmp_path, "--env", env, "--steps", str(UPDATE), *TINY)
     assert payload["updates"] == 1 and payload["model_name"] == "expire_span" and payload["env_name"] == env
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_the_quick_presets_compiled_acting_step_trains(tmp_path, capsys):
+    compiled = ["--set", "train.compile_acting=true"]  # as in the preset; TINY turns it off
+    payload = train(tmp_path, "--env", "corridor", "--steps", str(2 * UPDATE), *TINY, *SHORT_CORRIDOR, *compiled)
+    assert payload["updates"] == 2
+    assert "acting step: compiled" in capsys.readouterr().out
 
 
 def test_resumed_run_continues_exactly_as_the_uninterrupted_run(tmp_path):
@@ -82,7 +93,7 @@ def test_eval_mode_reports_held_out_success_and_is_repeatable(tmp_path, capsys):
     for _ in range(2):
         assert train_agent.main(["--resume", str(checkpoint), "--eval", "8"]) == 0
         outputs.append(capsys.readouterr().out)
-    assert outputs[0] == outputs[1] and "success" in outputs[0] and "episodes 8" in outputs[0]
+    assert outputs[0] == outputs[1] and outputs[0].startswith("held-out evaluation (8 episodes): success ")
 
 
 def test_render_writes_a_gif_of_grid_and_memory_strip(tmp_path):
@@ -121,9 +132,8 @@ def test_bad_input_stops_at_once_naming_it_and_writes_nothing(tmp_path, capsys, 
 
 @pytest.mark.parametrize(
     "env, config",
-    [("corridor", "corridor.toml"), ("corridor", "corridor_fast.toml"), ("portal", "portal.toml"),
-     ("instruction", "instruction.toml")],
-)  # fmt: skip
+    [("corridor", "corridor.toml"), ("portal", "portal.toml"), ("instruction", "instruction.toml")],
+)
 def test_shipped_configs_fit_their_env_preset(env, config):
     settings = resolve(train_agent.preset_path(env), train_agent.CONFIG_DIR / config)
     check_train_config(settings["train"])
