@@ -152,9 +152,9 @@ class ExpireSpan(MemoryModel):
             sizes.append((allowed & (distance > 0) & (mask > 0)).sum(-1).to(x.dtype).mean())
             new_spans.append(spans[:, -steps:].detach())
             last_distance = offset + steps - 1  # B x (M + T): distance to the last query
-            kept.append((context.detach(), last_distance, self.keeps(last_distance, spans.detach(), ages[:, -1])))
+            kept.append((context.detach(), last_distance, spans.detach()))
         if self.compact:
-            memory, memory_age = self._compact(kept)
+            memory, memory_age = self._compact(kept, ages[:, -1])
         else:
             memory = [context[:, -self.cache_len :] for context, _, _ in kept]
             memory_age = [
@@ -163,16 +163,20 @@ class ExpireSpan(MemoryModel):
         record = MemoryRecord(aux_loss=aux_loss, memory_size=torch.stack(sizes), spans=torch.stack(new_spans))
         return self.out_norm(h), ExpireSpanState(memory, memory_age, ages[:, -1]), record
 
-    @staticmethod
-    def _compact(kept: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+    def _compact(
+        self, kept: list[tuple[Tensor, Tensor, Tensor]], episode_age: Tensor
+    ) -> tuple[list[Tensor], list[Tensor]]:
         """Per layer, move each row's live memories, in order, to the end and cut every row to the longest.
+
+        kept: per layer, the context B x K x D, its distances to the last step B x K and its spans B x K.
 
         One host sync for all layers: the new cache lengths are sizes the next call allocates, and
         a layer where every row keeps every memory is left as it is.
         """
-        counts = torch.stack([torch.stack(keep.sum(1).aminmax()) for _, _, keep in kept])  # n_layers x 2
+        keeps = [self.keeps(last_distance, spans, episode_age) for _, last_distance, spans in kept]  # B x K each
+        counts = torch.stack([torch.stack(keep.sum(1).aminmax()) for keep in keeps])  # n_layers x 2
         memory, memory_age = [], []
-        for (context, last_distance, keep), (fewest, length) in zip(kept, counts.tolist(), strict=True):
+        for (context, last_distance, _), keep, (fewest, length) in zip(kept, keeps, counts.tolist(), strict=True):
             batch, keys = keep.shape
             if fewest == keys:  # nothing expired in any row: the cache is the context as it is
                 memory.append(context)
