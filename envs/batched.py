@@ -56,6 +56,7 @@ class BatchedWordGridEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array", "ansi"]}
     reference_class: type[WordGridEnv]
     state_names: tuple[str, ...] = ()
+    curriculum_params: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -97,6 +98,24 @@ class BatchedWordGridEnv(VectorEnv):
     def reference_view(self, i: int) -> WordGridEnv:
         """The reference env put into env i's current state (for rendering and inspection)."""
         raise NotImplementedError
+
+    def _set_task(self, params: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # ----- curricula ------------------------------------------------------------------------------------
+
+    def set_task(self, **params: Any) -> None:
+        """Change task parameters for the episodes that begin after this call; running episodes keep theirs.
+
+        Only the parameters in `curriculum_params` can change; anything else is a ValueError naming them.
+        """
+        unknown = sorted(set(params) - set(self.curriculum_params))
+        if unknown:
+            changeable = ", ".join(self.curriculum_params) or "none"
+            raise ValueError(
+                f"{type(self).__name__} cannot change {', '.join(unknown)} between episodes (changeable: {changeable})"
+            )
+        self._set_task(params)
 
     # ----- gymnasium API --------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class BatchedCorridorEnv(BatchedWordGridEnv):
 
     reference_class = CorridorEnv
     state_names = ("state",)
+    curriculum_params = ("min_length", "max_length")
 
     def __init__(
         self,
@@ -46,6 +47,8 @@ class BatchedCorridorEnv(BatchedWordGridEnv):
             num_envs, device, render_mode, min_length=min_length, max_length=max_length, max_steps=max_steps
         )
         self._number_states(min_length, max_length)
+        self._lengths = (min_length, max_length)  # the range the tables cover
+        self._draw_range = (0, len(self._starts))  # start states drawn from: lengths min_length..max_length
         self._tabulate_rules()
         self._windows = self._tabulate_windows()  # 36 x 9V
         self.state = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
@@ -99,10 +102,21 @@ class BatchedCorridorEnv(BatchedWordGridEnv):
                     windows.append(reference.gen_obs())
         return self.window_table(windows)
 
+    def _set_task(self, params: dict[str, int]) -> None:
+        """Draw lengths from a sub-range of the one the env was built with (its tables cover no more)."""
+        low, high = self._lengths
+        new_low, new_high = params.get("min_length", low), params.get("max_length", high)
+        if not low <= new_low <= new_high <= high:
+            raise ValueError(
+                f"a Corridor built for lengths {low} to {high} can draw lengths within that range only, "
+                f"got min_length {new_low} and max_length {new_high}"
+            )
+        self._draw_range = (4 * (new_low - low), 4 * (new_high - low + 1))  # starts are length-major, 4 per length
+
     def _sample_layouts(self) -> dict[str, torch.Tensor]:
         draw = torch.randint(
-            0, len(self._starts), (self.num_envs,), generator=self.generator, device=self.device
-        )  # uniform over (length, colours)
+            *self._draw_range, (self.num_envs,), generator=self.generator, device=self.device
+        )  # uniform over (length, colours) in the drawn range
         return {"start": self._starts.index_select(0, draw)}
 
     def _begin_episodes(self, new: torch.Tensor) -> None:
