@@ -102,6 +102,15 @@ class MemoryModel(nn.Module, ABC):
         after the window, and the record of auxiliary loss and memory size.
         """
 
+    def begin_window(self, state: StateT) -> StateT:
+        """The state with the randomness one training window shares drawn afresh (Expire-Span's shortening).
+
+        A learner that acts one step at a time and then recomputes the window from its start state
+        calls this once at the window's start, so that acting and the recompute see the same draw: the
+        policy that acted is the policy that learns. Models without such randomness return ``state``.
+        """
+        return state
+
     def no_record(self, x: Tensor) -> MemoryRecord:
         """The record of a model with no auxiliary loss and no positional memory."""
         return MemoryRecord(aux_loss=x.new_zeros(()), memory_size=x.new_zeros(self.n_layers))

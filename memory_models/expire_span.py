@@ -14,9 +14,14 @@ Training details of section 4.2 and A.1:
   call sees it inside the ramp (``0 < m < 1``), the moment the task loss gives ``e_i`` its
   gradient ("Loss Computation"); each memory spends R steps in the ramp, hence the 1 / R;
 - spans are recomputed from the cached inputs with the current weights at every call;
-- with ``shorten=True``, in training mode, a length ``l ~ U(0, L)`` drawn per call hides keys more
-  than l steps back ("Regularization"; off by default, as in the authors' code: the paper uses it
-  for its longest-memory task);
+- with ``shorten=True``, in training mode, a length ``l ~ U(0, L)`` hides keys more than l steps back
+  ("Regularization"; off by default, as in the authors' code: the paper uses it for its longest-memory
+  task). ``l`` is drawn per row by ``begin_window`` and kept in the state, not drawn per call: an RL
+  learner acts one step at a time and then recomputes the whole window, and with one draw per call
+  every acting step would see another memory than the recompute, so the learner would train a policy
+  that never acted. Drawn once per window and row, acting and the recompute share it, and the
+  regulariser still varies from window to window and row to row. A caller that never calls
+  ``begin_window`` gets no shortening (the initial state holds l = infinity);
 - spans start small: ``w = 0`` and ``b = init_bias`` (A.1);
 - relative position terms only for the nearest ``pos_len`` steps (A.1; a fixed length rather than
   the block size, so results do not depend on how a sequence is cut into windows).
@@ -43,6 +48,7 @@ class ExpireSpanState(MemoryState):
     memory: list[Tensor]  # per layer B x M_l x D: the live memories (layer inputs); M_l varies
     memory_age: list[Tensor]  # per layer B x M_l: steps from each memory to the last step
     episode_age: Tensor  # B: steps since the current episode began, at the last step (-1: none yet)
+    shorten_to: Tensor  # B float: in training with shorten, keys more than this many steps back are hidden
 
 
 def expire_mask(spans: Tensor, distance: Tensor, ramp: float) -> Tensor:
@@ -107,7 +113,15 @@ class ExpireSpan(MemoryModel):
             memory=[torch.zeros(batch_size, length, self.d_model, device=device, dtype=dtype) for _ in self.layers],
             memory_age=[torch.arange(length - 1, -1, -1, device=device).repeat(batch_size, 1) for _ in self.layers],
             episode_age=torch.full((batch_size,), -1, device=device, dtype=torch.long),
+            shorten_to=torch.full((batch_size,), float("inf"), device=device),
         )
+
+    def begin_window(self, state: ExpireSpanState) -> ExpireSpanState:
+        """A fresh shortening length l ~ U(0, L) per row in training with ``shorten``; unchanged otherwise."""
+        if not (self.training and self.shorten):
+            return state
+        limit = torch.rand(state.shorten_to.shape, device=state.shorten_to.device) * self.max_span  # B
+        return dataclasses.replace(state, shorten_to=limit)
 
     def spans(self, layer: int, memory: Tensor) -> Tensor:
         """B x M expire-spans e_i of the memories B x M x D at ``layer``."""
@@ -130,9 +144,7 @@ class ExpireSpan(MemoryModel):
         batch, steps = x.shape[:2]
         ages = episode_ages(first, state.episode_age)  # B x T
         query = torch.arange(steps, device=x.device)  # T
-        limit = None
-        if self.training and self.shorten:
-            limit = torch.rand((), device=x.device) * self.max_span  # one l ~ U(0, L) per call
+        limit = state.shorten_to[:, None, None] if self.training and self.shorten else None  # B x 1 x 1
         h, aux_loss, sizes, new_spans, kept = x, x.new_zeros(()), [], [], []
         reach = None if self.compact else self.cache_len  # a fixed cache is contiguous in time; a compacted one is not
         per_layer = zip(self.layers, state.memory, state.memory_age, strict=True)
@@ -161,7 +173,8 @@ class ExpireSpan(MemoryModel):
                 last_distance[:, -self.cache_len :].expand(batch, -1).contiguous() for _, last_distance, _ in kept
             ]
         record = MemoryRecord(aux_loss=aux_loss, memory_size=torch.stack(sizes), spans=torch.stack(new_spans))
-        return self.out_norm(h), ExpireSpanState(memory, memory_age, ages[:, -1]), record
+        next_state = ExpireSpanState(memory, memory_age, ages[:, -1], state.shorten_to)
+        return self.out_norm(h), next_state, record
 
     def _compact(
         self, kept: list[tuple[Tensor, Tensor, Tensor]], episode_age: Tensor

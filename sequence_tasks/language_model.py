@@ -20,6 +20,7 @@ class SequenceModel(nn.Module):
 
     def forward(self, tokens: Tensor, state: MemoryState, first: Tensor) -> tuple[Tensor, MemoryState, MemoryRecord]:
         x = self.embed(tokens)  # B x T x D
+        state = self.memory.begin_window(state)  # a call is a training window here: one shortening draw each
         out, next_state, record = self.memory(x, state, first)  # B x T x D
         return self.head(self.norm(out)), next_state, record  # B x T x vocab_out
 

@@ -142,8 +142,15 @@ def test_random_shortening_only_in_training():
     out, _, record = model(window, state, no_start)
     again, _, _ = model(window, state, no_start)
     assert torch.equal(out, again)
-    _, _, train_record = model.train()(window, state, no_start)
+    model.train()
+    unshortened = model(window, state, no_start)[2]  # no begin_window: no draw, nothing hidden
+    assert torch.equal(unshortened.memory_size, record.memory_size)
+    shortened_state = model.begin_window(state)
+    assert torch.all(shortened_state.shorten_to < model.max_span)
+    _, next_state, train_record = model(window, shortened_state, no_start)
     assert train_record.memory_size[0] < record.memory_size[0]  # l < L hides keys L - 1 steps back
+    assert torch.equal(next_state.shorten_to, shortened_state.shorten_to)  # the draw lasts the window
+    assert model.eval().begin_window(shortened_state) is shortened_state
 
 
 def test_stable_form_divides_the_logit_by_the_ramp():
