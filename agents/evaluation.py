@@ -1,4 +1,8 @@
-"""Evaluation on held-out seeds: one episode in each of N fresh envs, with the same acting step as training."""
+"""Evaluation on held-out seeds: one episode in each of N fresh envs, with the same acting step as training.
+
+Both the sampled policy (what training optimises) and the greedy one (the most likely action at every
+step, what one reports for a chain of doors) are evaluated, on the same episode layouts.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,30 @@ from agents.policy import Policy
 CHECK_EVERY = 32  # steps between the host checks of whether every episode has finished
 
 
-@torch.no_grad()
 def evaluate(
     policy: Policy, env_name: str, env_config: dict[str, Any], episodes: int, seed: int, device: torch.device
 ) -> dict[str, float]:
+    """Sampled and greedy success, return and length (``success``, ``success_greedy``, ...) over the same
+    ``episodes`` held-out layouts (env seed ``seed``)."""
+    sampled = play(policy, env_name, env_config, episodes, seed, device, greedy=False)
+    greedy = play(policy, env_name, env_config, episodes, seed, device, greedy=True)
+    return {**sampled, **{f"{name}_greedy": value for name, value in greedy.items() if name != "episodes"}}
+
+
+@torch.no_grad()
+def play(
+    policy: Policy,
+    env_name: str,
+    env_config: dict[str, Any],
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    greedy: bool,
+) -> dict[str, float]:
     """Success rate, mean return and mean length of ``episodes`` episodes (env seed ``seed``, policy in eval mode).
 
-    Actions are sampled from the policy with a generator of its own, so evaluating in the middle of
-    training leaves the training run's random streams untouched.
+    Sampled actions come from a generator of their own, so evaluating in the middle of training leaves
+    the training run's random streams untouched.
     """
     env = make_batched_env(env_name, episodes, device, **env_config)
     obs, _ = env.reset(seed=seed)
@@ -36,7 +56,8 @@ def evaluate(
     step = 0
     while True:
         logits, _, state, _ = act(policy, obs, state, first)
-        obs, _, terminated, truncated, info = env.step(sample_actions(logits, generator))
+        actions = logits.argmax(-1) if greedy else sample_actions(logits, generator)  # N
+        obs, _, terminated, truncated, info = env.step(actions)
         first = terminated | truncated
         new = first & ~finished  # N: the first episode of this env ended now
         returns = torch.where(new, info["episode_return"], returns)

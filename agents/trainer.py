@@ -19,22 +19,29 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from agents.a2c import A2C, Carry, Timing, collect
+from agents.a2c import A2C
 from agents.acting import ActingStep, GraphedActing, compiled_acting, eager_acting
+from agents.curriculum import Curriculum, check_curriculum_config
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
+from agents.learner import Learner
 from agents.policy import Policy
+from agents.ppo import PPO
+from agents.rollout import Carry, Timing, collect
 from memory_models import MemoryRecord
 from training.checkpoint import restore_rng_states, rng_states
 from training.distributed import World
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+ALGORITHMS = ("a2c", "ppo")
 RANK_SEED_STRIDE = 1000  # rank r acts with seed + 1000 r; evaluation seeds start far above (EVAL_SEED_OFFSET)
 EVAL_SEED_OFFSET = 1_000_000_000
 
 
 def check_train_config(train: dict[str, Any]) -> None:
     """ValueErrors naming the first bad value of the ``[train]`` table."""
+    if train["algorithm"] not in ALGORITHMS:
+        raise ValueError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}, got {train['algorithm']!r}")
     if train["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train['optimizer']!r}")
     if train["cpu_threads"] < 0:
@@ -42,12 +49,37 @@ def check_train_config(train: dict[str, Any]) -> None:
     for key in ("num_envs", "unroll", "steps"):
         if train[key] < 1:
             raise ValueError(f"train.{key} must be at least 1, got {train[key]}")
-    for key in ("lr", "grad_clip"):
+    for key in ("lr", "grad_clip", "optimizer_eps"):
         if train[key] <= 0:
             raise ValueError(f"train.{key} must be positive, got {train[key]}")
     for key in ("discount", "gae_lambda"):
         if not 0 <= train[key] <= 1:
             raise ValueError(f"train.{key} must be in [0, 1], got {train[key]}")
+
+
+def check_ppo_config(ppo: dict[str, Any], num_envs: int) -> None:
+    """ValueErrors naming the first bad value of the ``[ppo]`` table (``num_envs``: the rows minibatches split)."""
+    if ppo["epochs"] < 1:
+        raise ValueError(f"ppo.epochs must be at least 1, got {ppo['epochs']}")
+    if not 1 <= ppo["minibatches"] <= num_envs:
+        raise ValueError(
+            f"ppo.minibatches must be from 1 to train.num_envs ({num_envs}): minibatches split env rows, "
+            f"got {ppo['minibatches']}"
+        )
+    if ppo["clip"] <= 0:
+        raise ValueError(f"ppo.clip must be positive, got {ppo['clip']}")
+    if ppo["target_kl"] < 0:
+        raise ValueError(f"ppo.target_kl must be 0 (no early stop) or positive, got {ppo['target_kl']}")
+
+
+def check_one_policy(model_config: dict[str, Any]) -> None:
+    """Dropout would draw one mask while acting and another in the recompute: the learner would then train a
+    policy that did not act, which A2C cannot correct and PPO would take for a policy change."""
+    if model_config.get("dropout", 0.0) != 0.0:
+        raise ValueError(
+            f"model.dropout must be 0 for an agent, got {model_config['dropout']}: acting and the learner's "
+            "recompute would draw different dropout masks, so the learner would train a policy that did not act"
+        )
 
 
 def model_options(model_name: str, model_config: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +110,9 @@ class Trainer:
     def __init__(self, env_name: str, model_name: str, config: dict[str, Any], world: World, seed: int):
         train = config["train"]
         check_train_config(train)
+        check_one_policy(model_options(model_name, config["model"]))
+        if train["algorithm"] == "ppo":
+            check_ppo_config(config["ppo"], train["num_envs"])
         self.env_name, self.model_name, self.config, self.world, self.seed = env_name, model_name, config, world, seed
         self.num_envs, self.unroll, self.bf16 = train["num_envs"], train["unroll"], train["bf16"]
         device = world.device
@@ -92,17 +127,16 @@ class Trainer:
         if world.distributed:
             device_ids = [device] if device.type == "cuda" else None
             learner_module = DistributedDataParallel(self.policy, device_ids=device_ids)
-        self.optimizer = OPTIMIZERS[train["optimizer"]](self.policy.parameters(), lr=train["lr"])
-        self.a2c = A2C(
-            learner_module,
-            self.optimizer,
-            discount=train["discount"],
-            gae_lambda=train["gae_lambda"],
-            entropy_cost=train["entropy_cost"],
-            value_cost=train["value_cost"],
-            grad_clip=train["grad_clip"],
-            bf16=self.bf16,
+        self.optimizer = OPTIMIZERS[train["optimizer"]](
+            self.policy.parameters(), lr=train["lr"], eps=train["optimizer_eps"]
         )
+        self.learner: Learner = (
+            PPO(learner_module, self.optimizer, train, config["ppo"])
+            if train["algorithm"] == "ppo"
+            else A2C(learner_module, self.optimizer, train)
+        )
+        check_curriculum_config(config["curriculum"], self.env.curriculum_params)
+        self.curriculum = Curriculum(self.env, config["curriculum"], device)  # stage 0 before the first reset
         rank_seed = seed + RANK_SEED_STRIDE * world.rank
         seed_everything(rank_seed)  # each rank samples its own actions
         obs, _ = self.env.reset(seed=rank_seed)
@@ -141,19 +175,38 @@ class Trainer:
     def global_step(self) -> int:
         return self.updates * self.steps_per_update
 
+    def learning_rate(self) -> float:
+        """``train.lr``, or with ``train.lr_decay`` its linear decay to zero over ``train.steps``."""
+        train = self.config["train"]
+        if not train["lr_decay"]:
+            return train["lr"]
+        return train["lr"] * max(0.0, 1.0 - self.global_step / train["steps"])
+
     def update(self) -> tuple[dict[str, Tensor], MemoryRecord]:
         """Act one window, learn from it; returns the learner's scalars and the window's memory record."""
         self.policy.train()
-        rollout, self.carry = collect(self.acting_step, self.env, self.carry, self.unroll, self.stats, self.timing)
+        observers = [self.stats, self.curriculum] if self.curriculum.active else [self.stats]
+        rollout, self.carry = collect(
+            self.policy, self.acting_step, self.env, self.carry, self.unroll, observers, self.timing
+        )
         start = time.perf_counter()
-        metrics, record = self.a2c.update(rollout)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        metrics, record = self.learner.update(rollout)
         self.timing.learning += time.perf_counter() - start
         self.updates += 1
+        if self.curriculum.active:
+            self.curriculum.after_update()
         return metrics, record
 
     def rank_state(self) -> dict[str, Any]:
         """What differs between ranks: env, memory carry and RNG states."""
-        return {"env": self.env.state_dict(), "carry": self.carry, "rng": rng_states()}
+        return {
+            "env": self.env.state_dict(),
+            "carry": self.carry,
+            "rng": rng_states(),
+            "curriculum": self.curriculum.state_dict(),
+        }
 
     def checkpoint_payload(self) -> dict[str, Any]:
         """Everything a resume needs; collective under torchrun (every rank must call it), complete on rank 0."""
@@ -184,6 +237,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         rank = payload["ranks"][self.world.rank]
         self.env.load_state_dict(rank["env"])
+        self.curriculum.load_state_dict(rank["curriculum"])
         carry = rank["carry"]
         device = self.world.device
         self.carry = Carry(obs=carry.obs.to(device), first=carry.first.to(device), state=carry.state.to(device))

@@ -52,10 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML file merged onto the env's quick preset")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--steps", type=int, help="total agent steps over all ranks (default: the config's steps)")
-    parser.add_argument("--logdir", type=Path, default=Path("runs"), help="parent of the run directory (default runs)")
-    parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run that wrote CHECKPOINT")
+    parser.add_argument("--logdir", type=Path, help="parent of the run directory (default runs)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="continue the run that wrote CHECKPOINT (the run's own flags may be repeated if they agree)",
+    )
     parser.add_argument(
         "--eval", type=int, metavar="EPISODES", help="with --resume: only evaluate on EPISODES held-out episodes"
     )
@@ -72,6 +77,47 @@ def run_directory(logdir: Path, env: str, model: str, seed: int) -> Path:
     return run_dir
 
 
+def resume_disagreement(args: argparse.Namespace, payload: dict) -> str | None:
+    """With --resume, the flags of the command that started the run may be repeated (so the same command
+    continues it); returns what disagrees with the checkpoint, or None."""
+    checkpoint = {"env": payload["env_name"], "model": payload["model_name"], "seed": payload["seed"]}
+    for flag, value in checkpoint.items():
+        given = getattr(args, flag)
+        if given is not None and given != value:
+            return f"--{flag} {given} disagrees with the checkpoint's {value}"
+    if args.logdir is not None and args.logdir.resolve() != args.resume.resolve().parent.parent:
+        return f"--logdir {args.logdir} disagrees with the checkpoint's run directory {args.resume.parent}"
+    if args.config is None and not args.set:
+        return None
+    config = resolve(preset_path(payload["env_name"]), args.config, args.set)
+    key = first_difference(config, payload["config"], skip={"train.steps"})
+    if key is not None:
+        given, stored = lookup(config, key), lookup(payload["config"], key)
+        return f"--config/--set give {key} = {given!r}, the checkpoint's run has {stored!r}"
+    return None
+
+
+def first_difference(a: dict, b: dict, skip: set[str], prefix: str = "") -> str | None:
+    """The dotted name of the first key whose value differs between two nested configs (``skip`` aside)."""
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        if name in skip:
+            continue
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            found = first_difference(a[key], b[key], skip, prefix=f"{name}.")
+            if found is not None:
+                return found
+        elif a.get(key) != b.get(key):
+            return name
+    return None
+
+
+def lookup(config: dict, dotted: str) -> object:
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
 def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Trainer, World]:
     """Check every input and build the trainer; any bad input stops here, before anything is written."""
     try:
@@ -81,15 +127,13 @@ def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Tr
         if payload is None and args.env is None:
             parser.error("--env is required (valid: " + ", ".join(ENV_IDS) + ") unless --resume is given")
         if payload is not None:
-            for flag in ("env", "model", "config"):
-                if getattr(args, flag) is not None:
-                    parser.error(f"--{flag} cannot be combined with --resume: the checkpoint holds the run's settings")
+            disagreement = resume_disagreement(args, payload)
+            if disagreement:
+                parser.error(f"--resume: {disagreement}")
             env, model, seed = payload["env_name"], payload["model_name"], payload["seed"]
             config = payload["config"]
-            if args.set:
-                parser.error("--set cannot be combined with --resume: the checkpoint holds the run's settings")
         else:
-            env, model, seed = args.env, args.model or DEFAULT_MODEL, args.seed
+            env, model, seed = args.env, args.model or DEFAULT_MODEL, 0 if args.seed is None else args.seed
             config = resolve(preset_path(env), args.config, args.set)
         if args.steps is not None:
             if args.steps < 1:
@@ -109,6 +153,8 @@ def log_scalars(writer, trainer: Trainer, metrics: dict, record, episodes: dict 
     for name, value in metrics.items():
         writer.add_scalar(name, value.item(), step)
     writer.add_scalar("train/learning_rate", trainer.optimizer.param_groups[0]["lr"], step)
+    if trainer.curriculum.active:
+        writer.add_scalar("curriculum/stage", trainer.curriculum.stage, step)
     for layer, size in enumerate(record.memory_size.tolist()):
         writer.add_scalar(f"memory/size_layer{layer}", size, step)
     if record.spans is not None:
@@ -137,6 +183,7 @@ def log_evaluation(writer, trainer: Trainer, run_dir: Path) -> dict[str, float]:
     step = trainer.global_step
     for name in ("return", "success", "length"):
         writer.add_scalar(f"eval/{name}", results[name], step)
+        writer.add_scalar(f"eval/{name}_greedy", results[f"{name}_greedy"], step)
     frames = play_episodes(trainer.policy, trainer.env_name, config["env"], episodes=1, seed=seed)
     picks = torch.linspace(0, len(frames) - 1, min(len(frames), 16)).long().tolist()
     writer.add_images("eval/rollout_frames", torch.from_numpy(frames[picks]), step, dataformats="NHWC")
@@ -187,8 +234,9 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
 
 def describe_evaluation(results: dict[str, float]) -> str:
     return (
-        f"held-out evaluation ({results['episodes']:.0f} episodes): success {results['success']:.1%}, "
-        f"return {results['return']:.3f}, length {results['length']:.1f}"
+        f"held-out evaluation ({results['episodes']:.0f} episodes): sampled success {results['success']:.1%}, "
+        f"return {results['return']:.3f}, length {results['length']:.1f}; greedy success "
+        f"{results['success_greedy']:.1%}, return {results['return_greedy']:.3f}, length {results['length_greedy']:.1f}"
     )
 
 
@@ -211,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         run_dir = args.resume.parent  # a resumed run goes on logging beside its checkpoint
     else:
-        run_dir = run_directory(args.logdir, trainer.env_name, trainer.model_name, trainer.seed)
+        run_dir = run_directory(args.logdir or Path("runs"), trainer.env_name, trainer.model_name, trainer.seed)
     try:
         train(trainer, world, run_dir)
     finally:

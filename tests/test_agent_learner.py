@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.a2c import Carry, Timing, collect, gae
 from agents.acting import GraphedActing, compiled_acting, eager_acting, sample_actions
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
 from agents.policy import Policy
+from agents.rollout import Carry, Timing, collect, gae
 from agents.trainer import Trainer
 from training.config import resolve
 from training.distributed import World
@@ -40,7 +40,7 @@ def corridor_rollout(model: str, num_envs: int = 6, unroll: int = 30, seed: int 
     obs, _ = env.reset(seed=seed)
     carry = Carry(obs, torch.ones(num_envs, dtype=torch.bool), policy.initial_state(num_envs, "cpu"))
     stats = EpisodeStats(num_envs, torch.device("cpu"))
-    rollout, carry = collect(eager_acting(policy), env, carry, unroll, stats, Timing())
+    rollout, carry = collect(policy, eager_acting(policy), env, carry, unroll, [stats], Timing())
     return policy, env, rollout, carry
 
 
@@ -79,13 +79,14 @@ def test_acting_ignores_the_memory_of_episodes_that_ended(model):
     stats, timing = EpisodeStats(4, torch.device("cpu")), Timing()
     obs, _ = env.reset(seed=3)
     history = Carry(obs, torch.ones(4, dtype=torch.bool), policy.initial_state(4, "cpu"))
-    _, history = collect(eager_acting(policy), env, history, 20, stats, timing)  # a memory full of other episodes
+    # a memory full of other episodes
+    _, history = collect(policy, eager_acting(policy), env, history, 20, [stats], timing)
     env_state, windows = env.state_dict(), []
     for state in (history.state, policy.initial_state(4, "cpu")):
         env.load_state_dict(env_state)
         torch.manual_seed(7)
         start = Carry(history.obs, torch.ones(4, dtype=torch.bool), state)  # every row starts an episode here
-        windows.append(collect(eager_acting(policy), env, start, 25, stats, timing)[0])
+        windows.append(collect(policy, eager_acting(policy), env, start, 25, [stats], timing)[0])
     assert torch.equal(windows[0].actions, windows[1].actions)
     torch.testing.assert_close(windows[0].logits, windows[1].logits, rtol=1e-5, atol=1e-5)
 

@@ -79,7 +79,7 @@ def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
     assert payload["config"]["train"]["num_envs"] == 2 and payload["world_size"] == 1
     assert payload["optimizer"]["state"], "the optimiser's moments are saved"
     rank = payload["ranks"][0]
-    assert set(rank) == {"env", "carry", "rng"}
+    assert set(rank) == {"env", "carry", "rng", "curriculum"}
     assert set(rank["rng"]) >= {"python", "numpy", "torch"}
     assert rank["carry"].obs.shape[0] == 2 and rank["carry"].state.hidden.shape == (2, 2, 16)
     assert "generator" in rank["env"]
@@ -93,7 +93,7 @@ def test_eval_mode_reports_held_out_success_and_is_repeatable(tmp_path, capsys):
     for _ in range(2):
         assert train_agent.main(["--resume", str(checkpoint), "--eval", "8"]) == 0
         outputs.append(capsys.readouterr().out)
-    assert outputs[0] == outputs[1] and outputs[0].startswith("held-out evaluation (8 episodes): success ")
+    assert outputs[0] == outputs[1] and outputs[0].startswith("held-out evaluation (8 episodes): sampled success ")
 
 
 def test_render_writes_a_gif_of_grid_and_memory_strip(tmp_path):
@@ -110,7 +110,7 @@ def test_render_writes_a_gif_of_grid_and_memory_strip(tmp_path):
     [
         (["--env", "corridr"], "invalid choice: 'corridr'"),
         (["--env", "corridor", "--model", "expire"], "choose from 'none', 'lstm'"),
-        (["--env", "corridor", "--set", "train.foo=1"], "unknown config key 'train.foo'; valid keys here: bf16"),
+        (["--env", "corridor", "--set", "train.foo=1"], "unknown config key 'train.foo'; valid keys here: algorithm"),
         (["--env", "corridor", "--set", "train.optimizer=sgd"], "train.optimizer must be one of adam, rmsprop"),
         (["--env", "corridor", "--set", "train.lr=fast"], "train.lr must be float"),
         (["--env", "corridor", "--set", "model.expire_span.max_span=0"], "max_span and ramp must be at least 1"),
