@@ -3,9 +3,13 @@
     python -m runners.bench_agent          # quick Corridor preset on CPU: expire_span, transformer_xl, lstm, none
     python -m runners.bench_agent --device cuda --config configs/corridor.toml --num-envs 1024 --bf16
     python -m runners.bench_agent --models expire_span --set train.compile_acting=false
+    python -m runners.bench_agent --models expire_span lstm --algorithms a2c ppo --recurrent-ppo  # with the peer
 
-Each model gets its own ``Trainer`` (the object ``runners/train_agent.py`` drives) and the models
-take turns, one update each, so that load from other processes on a shared machine hits them alike.
+Each model and algorithm gets its own ``Trainer`` (the object ``runners/train_agent.py`` drives) and
+they take turns, one update each, so that load from other processes on a shared machine hits them
+alike. ``--recurrent-ppo`` adds sb3-contrib's RecurrentPPO (an LSTM of the same width and depth, the
+same envs, unroll and PPO epochs and minibatches) on the reference gymnasium env, in the same turns:
+install it with ``pip install -e '.[bench]'``.
 A figure is the median over the timed updates of agent steps per second (envs x unroll / seconds of
 one update, the device synchronised before and after). The phase shares come from the trainer's
 host clock: on CUDA they say where the host waited, not where the GPU worked.
@@ -14,6 +18,8 @@ host clock: on CUDA they say where the host waited, not where the GPU worked.
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
 import statistics
 import time
 from pathlib import Path
@@ -23,7 +29,7 @@ from tqdm import tqdm
 
 import memory_models
 from agents.envs import ENV_IDS
-from agents.trainer import Trainer
+from agents.trainer import ALGORITHMS, Trainer
 from runners.bench_models import machine
 from runners.train_agent import preset_path
 from training.config import ConfigError, resolve
@@ -36,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", choices=tuple(ENV_IDS), default="corridor")
     parser.add_argument("--models", nargs="+", default=["expire_span", "transformer_xl", "lstm", "none"])
+    parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=["a2c"], help="default a2c")
+    parser.add_argument(
+        "--recurrent-ppo", action="store_true", help="also time sb3-contrib's RecurrentPPO (the bench extra)"
+    )
     parser.add_argument("--config", type=Path, help="TOML file merged onto the env's quick preset")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")
@@ -61,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.world = init_world(args.device)
     except (ConfigError, ValueError, FileNotFoundError) as error:
         parser.error(str(error))
+    if args.recurrent_ppo and importlib.util.find_spec("sb3_contrib") is None:
+        parser.error("--recurrent-ppo needs sb3-contrib: pip install -e '.[bench]'")
     return args
 
 
@@ -74,8 +86,19 @@ def timed_update(trainer: Trainer) -> float:
     return time.perf_counter() - start
 
 
+def with_algorithm(settings: dict, algorithm: str) -> dict:
+    settings = copy.deepcopy(settings)
+    settings["train"]["algorithm"] = algorithm
+    return settings
+
+
 def bench(args: argparse.Namespace) -> list[str]:
-    trainers = {name: Trainer(args.env, name, args.settings, args.world, seed=0) for name in args.models}
+    trainers = {
+        f"{name}, {algorithm}": Trainer(args.env, name, with_algorithm(args.settings, algorithm), args.world, seed=0)
+        for name in args.models
+        for algorithm in args.algorithms
+    }
+    peer = RecurrentPPOTurns(args.env, args.settings) if args.recurrent_ppo else None
     train = args.settings["train"]
     header = (
         f"{args.env}, {machine(args.world.device)}, unroll {train['unroll']}, bf16 {train['bf16']}, "
@@ -85,13 +108,18 @@ def bench(args: argparse.Namespace) -> list[str]:
         for _ in range(args.warmup):
             trainer.update()
         trainer.timing.acting = trainer.timing.env = trainer.timing.learning = 0.0
+    if peer is not None:
+        for _ in range(args.warmup):
+            peer.update()
     seconds: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in tqdm(range(args.updates), desc="updates"):
         for name, trainer in trainers.items():
             seconds[name].append(timed_update(trainer))
+        if peer is not None:
+            peer.seconds.append(peer.update())
     lines = [
         header,
-        "| model | acting step | envs | agent steps/s | acting share | env share | learning share |",
+        "| model, algorithm | acting step | envs | agent steps/s | acting share | env share | learning share |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, trainer in trainers.items():
@@ -100,7 +128,49 @@ def bench(args: argparse.Namespace) -> list[str]:
         shares = " | ".join(f"{phase / sum(phases):.0%}" for phase in phases)
         mode = trainer.acting_mode.split(" (")[0]
         lines.append(f"| {name} | {mode} | {trainer.num_envs} | {steps_per_s:,.0f} | {shares} |")
+    if peer is not None:
+        steps_per_s = peer.steps_per_update / statistics.median(peer.seconds)
+        name = "sb3-contrib RecurrentPPO (lstm)"
+        lines.append(f"| {name} | SB3, reference env | {peer.num_envs} | {steps_per_s:,.0f} | | | |")
     return lines
+
+
+class RecurrentPPOTurns:
+    """sb3-contrib's RecurrentPPO on the reference env, one rollout and update per ``update()`` call.
+
+    Its policy is an LSTM as wide and deep as the preset's memory model with nothing before or after it,
+    and it collects ``unroll`` steps of ``num_envs`` reference envs (SB3's DummyVecEnv) per update, with the
+    preset's PPO epochs and minibatches.
+    """
+
+    def __init__(self, env: str, settings: dict):
+        from sb3_contrib import RecurrentPPO
+        from stable_baselines3.common.env_util import make_vec_env
+
+        from agents.envs import make_reference_env
+
+        train, model, ppo = settings["train"], settings["model"], settings["ppo"]
+        self.num_envs, unroll = train["num_envs"], train["unroll"]
+        self.steps_per_update = self.num_envs * unroll
+        vec_env = make_vec_env(lambda: make_reference_env(env, **settings["env"]), n_envs=self.num_envs, seed=0)
+        self.model = RecurrentPPO(
+            "MlpLstmPolicy",
+            vec_env,
+            n_steps=unroll,
+            batch_size=self.steps_per_update // ppo["minibatches"],
+            n_epochs=ppo["epochs"],
+            learning_rate=train["lr"],
+            policy_kwargs={"lstm_hidden_size": model["d_model"], "n_lstm_layers": model["n_layers"], "net_arch": []},
+            device="cpu",
+            seed=0,
+        )
+        self.seconds: list[float] = []
+
+    def update(self) -> float:
+        """Seconds of one rollout and update."""
+        start = time.perf_counter()
+        self.model.learn(total_timesteps=self.steps_per_update, reset_num_timesteps=False)
+        return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -24,15 +25,21 @@ PANELS = {
 }
 
 
-def read_scalars(run_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+def read_scalars(run_dir: Path, tags: Iterable[str] = PANELS) -> dict[str, tuple[list[int], list[float]]]:
+    """Steps and values of each of ``tags`` the run logged."""
+    return {tag: (steps, values) for tag, (steps, values, _) in read_events(run_dir, tags).items()}
+
+
+def read_events(run_dir: Path, tags: Iterable[str]) -> dict[str, tuple[list[int], list[float], list[float]]]:
+    """Steps, values and wall times of each of ``tags`` the run logged."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     available = set(events.Tags()["scalars"])
-    return {
-        tag: ([e.step for e in events.Scalars(tag)], [e.value for e in events.Scalars(tag)])
-        for tag in PANELS
-        if tag in available
-    }
+    found = {}
+    for tag in set(tags) & available:
+        scalars = events.Scalars(tag)
+        found[tag] = ([e.step for e in scalars], [e.value for e in scalars], [e.wall_time for e in scalars])
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
