@@ -186,6 +186,7 @@ GLYPHS = {
     "P": ("1111.", "1...1", "1111.", "1....", "1...."),
     "F": ("11111", "1....", "1111.", "1....", "1...."),
 }
+CHARACTER_COLOURS = tuple(name for name in COLOR_NAMES if name != "grey")  # grey is the walls' colour
 CAT_COLOUR = (255, 150, 40)  # ginger: no character has it
 
 
@@ -203,7 +204,7 @@ class Character(Ball):
     """A character in its niche: drawn as a ball of its own colour with its initial, described by its name."""
 
     def __init__(self, index: int):
-        super().__init__(COLOR_NAMES[index % len(COLOR_NAMES)])
+        super().__init__(CHARACTER_COLOURS[index % len(CHARACTER_COLOURS)])
         self.index = index
         self.words = (CHARACTERS[index],)
         self.ansi = CHARACTERS[index][0].upper()
@@ -223,7 +224,7 @@ class AwayNiche(Wall):
     def __init__(self, index: int):
         super().__init__()
         self.index = index
-        self.character_colour = COLORS[COLOR_NAMES[index % len(COLOR_NAMES)]]
+        self.character_colour = COLORS[CHARACTER_COLOURS[index % len(CHARACTER_COLOURS)]]
         self.ansi = "#"
 
     def encode(self) -> tuple[int, int, int]:
