@@ -12,8 +12,8 @@ Observations: a table gives, per agent cell, what its 9 window cells read as: an
 per-env row of codes (floor, wall, then one code per niche slot: 2 + c where character c stands
 there now, else wall); window cells with a cat take the cat code; a table turns codes into words,
 and the agent-cell words (one row of an instruction table, one of the chatter table) are OR-ed onto
-the centre. Layout draws are cheap: the distinct targets are the first K of an argsort of C
-uniform draws, one `randint` holds a cat's room and phase, and the placement is a row of the
+the centre. Layout draws are cheap: the distinct targets are a row of the reference's table of
+all choices, one `randint` holds a cat's room and phase, and the placement is a row of the
 reference's table (or its fixed homes).
 """
 
@@ -104,6 +104,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         pairs = [("tell", f"to_{target}", f"from_{sender}") for target in names for sender in names]
         self._instruction_words = self.word_table([(), *pairs])  # row 0 no instruction, 1 + target * C + sender
         self._placements = tensor(reference.placements)  # PLACEMENTS x C
+        self._targets = tensor(reference.targets)  # C! / (C - K)! x K
         self._fixed_homes = tensor(reference.fixed_homes).expand(self.num_envs, -1)  # N x C
         self._character_codes = FIRST_CHARACTER + torch.arange(reference.n_characters, device=dev)
         self._instruction_slots = torch.arange(reference.n_instructions, device=dev)
@@ -117,7 +118,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         def randint(high: int, *shape: int) -> torch.Tensor:
             return torch.randint(0, high, (n, *shape), generator=gen, device=dev)
 
-        targets = torch.rand(n, c, generator=gen, device=dev).argsort(1)[:, :k]  # N x K, distinct per row
+        targets = self._targets.index_select(0, randint(len(self._targets)))  # N x K, distinct in each row
         walks = randint(reference.n_rooms * self._border.shape[1], w)  # one draw holds each cat's room and phase
         homes = self._placements.index_select(0, randint(PLACEMENTS)) if reference.random_homes else self._fixed_homes
         return {
