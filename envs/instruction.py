@@ -22,8 +22,9 @@ Rules:
   place), then one speech action per character, `4 + s` = `say_<s>`: "tell the character next to me
   that character s wants to see them".
 - Instructions: `n_instructions` (default 4, at most n_characters) per episode. Instruction k is drawn
-  with a time t_k, a target and a sender (a character other than the target); the targets of an
-  episode are distinct (a repeated target would silently lengthen the first one's delay). The
+  with a time t_k, a target and a sender (a character other than the target, uniform); the targets
+  of an episode are distinct (a repeated target would silently lengthen the first one's delay), a
+  uniform row of `target_table`, every ordered choice of n_instructions characters. The
   schedule spreads them: with S = (max_steps - delay) // (n_instructions + 1), t_k = k S + U{0..S-1}.
   The observation at step count t_k (the reset obs when t_k = 0) shows on the agent's own cell, for
   that one step only, the words `tell`, `to_<target>` and `from_<sender>`: the roles have words of
