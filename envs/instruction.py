@@ -1,5 +1,6 @@
 """Instruction (a gridworld version of the Expire-Span paper's LIGHT instruction task, section 5.2):
-remember a few instructions for hundreds of steps through a stream of distractors, then carry them out.
+remember a few instructions for tens to hundreds of steps through a stream of distractors, then
+carry each of them out, once.
 
 Rules:
 - `n_rooms` rooms (default 4), each a 5x5 floor walled in, in one row from west to east; neighbouring
@@ -8,61 +9,101 @@ Rules:
 - Characters: `n_characters` (default 8) of butler, guard, cook, merchant, knight, wizard, priest,
   farmer (in that order), each standing in a niche of a room's north or south wall. Every room has 4
   niche slots: the 2nd and 4th cells of its north wall and of its south wall (slot 4 r + j of room r:
-  j = 0, 1 north, j = 2, 3 south, west first), so each floor cell touches at most one niche. Where
-  the characters stand is drawn per episode, uniformly among `PLACEMENTS` (16384) random placements
-  in distinct slots, a fixed table drawn once from a fixed seed (cheap to draw for many envs at once).
-  A character's niche reads as its name (e.g. `butler`); while the character is away, it reads as a
-  wall. Niches block moves.
+  j = 0, 1 north, j = 2, 3 south, west first), so each floor cell touches at most one niche.
+  `random_homes` (default True) draws where the characters stand per episode, uniformly among
+  `PLACEMENTS` (16384) random placements in distinct slots, a fixed table drawn once from a fixed
+  seed (cheap to draw for many envs at once). With `random_homes=False` every episode uses the same
+  map, `fixed_homes()`: character c in room c mod n_rooms, the rooms filled in the slot order
+  north-west, south-east, north-east, south-west; the map can then live in an agent's weights, as
+  the LIGHT text names the location, and the difficulty is memory, not search. A character's niche
+  reads as its name (e.g. `butler`); while the character is away, it reads as a wall. Niches block
+  moves.
 - Actions: 0 north, 1 east, 2 south, 3 west (moving into a wall or a niche leaves the agent in
   place), then one speech action per character, `4 + s` = `say_<s>`: "tell the character next to me
   that character s wants to see them".
-- Instructions: `n_instructions` (default 4) per episode. Instruction k is drawn with a time t_k, a
-  target and a sender (a character other than the target). The schedule spreads them: with
-  S = (max_steps - delay) // (n_instructions + 1), t_k = k S + U{0..S-1}. The observation at step
-  count t_k (the reset obs when t_k = 0) shows on the agent's own cell, for that one step only, the
-  words `tell`, `to_<target>` and `from_<sender>`: the roles have words of their own, so the target
-  and the sender can never be confused. From then on the instruction is pending.
+- Instructions: `n_instructions` (default 4, at most n_characters) per episode. Instruction k is drawn
+  with a time t_k, a target and a sender (a character other than the target, uniform); the targets
+  of an episode are distinct (a repeated target would silently lengthen the first one's delay), a
+  uniform row of `target_table`, every ordered choice of n_instructions characters. The
+  schedule spreads them: with S = (max_steps - delay) // (n_instructions + 1), t_k = k S + U{0..S-1}.
+  The observation at step count t_k (the reset obs when t_k = 0) shows on the agent's own cell, for
+  that one step only, the words `tell`, `to_<target>` and `from_<sender>`: the roles have words of
+  their own, so the target and the sender can never be confused.
 - Distance: the target leaves at t_k and stays away (its niche a wall) while t_k <= t < t_k + delay
-  (t the step count of the observation), then comes back. So an instruction can be carried out no
-  sooner than `delay` (default 300) steps after it was shown; the schedule leaves at least S steps
-  after the last return. A character is away while any of its instructions keeps it away.
+  (t the step count of the observation), then comes back: its instruction is then *ready*. So an
+  instruction can be carried out no sooner than `delay` (default 300) steps after it was shown; the
+  schedule leaves at least S steps after the last return.
 - Speech: a speech action `say_<s>` taken on the observation of step count t is heard by the present
-  character c in a niche next to the agent (4-neighbour), if any. If an instruction pending at t has
-  target c and sender s, the earliest such one is executed: reward +1 and it is no longer pending.
-  Any other speech action (no such instruction, the target away, nobody there) is wrong: reward
-  -`wrong_penalty` (default 0.1). Several instructions may be pending at once.
+  character c in a niche next to the agent (4-neighbour), if any. Each instruction gets one attempt:
+  - nobody there (no niche next to the agent, an empty niche, or the character away): nothing
+    happens (reward 0, not wrong), so speech far from the characters costs nothing;
+  - c's instruction is ready and s is its sender: reward +1, the instruction is carried out;
+  - c's instruction is ready and s is another sender: reward -`wrong_penalty` (default 0.1) and the
+    instruction has failed (it is resolved: no second try);
+  - c has nothing ready (c is no target, its instruction is not shown yet, or already resolved):
+    reward -`wrong_penalty`.
+  Every penalised speech action is wrong. Several instructions may be pending at once.
 - Distractors: `n_wanderers` (default 4) cats walk around the floor border (16 cells) of their
   room, clockwise, one cell per step, from a per-episode room and phase; the agent walks over them
   (both words show on its cell). Chatter: at some steps the agent's cell shows a character's name
   (the speaker, a plain name, never a `to_`/`from_` word) and a topic word (hello, gold, dragon,
   bread, rain, song, war, rumour). Chatter follows a fixed table of `CHATTER_PERIOD` entries, drawn
-  once from a fixed seed (a fraction `chatter_prob` (default 0.5) of them have chatter) and read
-  from a per-episode offset: step count t shows entry (offset + t) mod `CHATTER_PERIOD`.
-- Episode end: carrying out all `n_instructions` right ends it (terminated); the time limit
-  `max_steps` (default 1000) truncates it. A success is an episode that ends with every instruction
-  executed right and no wrong speech action.
+  once from a fixed seed, read from a per-episode offset (step count t shows entry (offset + t) mod
+  `CHATTER_PERIOD`); entry e speaks when its fixed uniform draw u_e < `chatter_prob` (default 0.5).
+- Episode end: once every instruction is resolved (carried out or failed) the episode terminates;
+  the time limit `max_steps` (default 1000) truncates it. A success is an episode that ends with
+  every instruction carried out and no wrong speech action.
 - `info` at every step (and reset) counts, in the episode so far: `instructions_received` (shown up
-  to and including this observation), `instructions_right` and `instructions_wrong` (wrong speech
-  actions); the instruction accuracy is right / (right + wrong).
+  to and including this observation), `instructions_right` (carried out) and `instructions_wrong`
+  (penalised speech actions, failed instructions included); the instruction accuracy is right /
+  (right + wrong).
 
-Layout (`reset(options={"layout": ...})`), int64 arrays: `homes` (n_characters,) the niche slot of
-each character; `times`, `targets`, `senders` (n_instructions,) the schedule (drawn times are
-distinct, which the batched twin relies on); `wanderer_rooms`, `wanderer_phases` (n_wanderers,)
-where each cat walks (phase: its border cell at step 0, 0 the room's north-west floor cell,
-clockwise); `chatter_offset` (scalar).
+Why these rules (the design aims at a task a memory agent learns and a memoryless one cannot):
+- The sender is shown once, `delay` steps before it can be used, and is drawn uniformly among the
+  n_characters - 1 others, independently of everything an agent can see at the time of use. An
+  agent that does not remember it can only guess, so even knowing everything else (where, when,
+  who) it succeeds with probability (n_characters - 1) ** -n_instructions (3.7% for 4 characters
+  and 3 instructions; 1.6% for 5 and 3; 0.04% for 8 and 4). The shipped presets keep that bound
+  under 5%; `envs.instruction_scripted` measures it.
+- One attempt per instruction: guessing senders until one works is no strategy, and the episode
+  ends once all are resolved, so a wrong guess costs the rest of the reward.
+- Silent speech where nobody listens: a random policy speaks most of the time (n_characters of its
+  4 + n_characters actions), and penalising all of it made silence the best thing to learn first
+  (about 430 penalties per reward on the former quick preset). Now only speech to a character costs.
+- Speech to a character with nothing ready is penalised: otherwise speaking every sender to every
+  character would be free.
+- Fixed homes separate memory from exploration; random homes add search (and a map to remember).
+- Agent side (not in this module): a policy that starts with uniform logits speaks n_characters /
+  (4 + n_characters) of the time; a negative initial bias on the speech logits (speech rare at
+  init) lets it walk to the characters before it learns whom to tell what.
+- Curriculum: `delay`, `wrong_penalty` and `chatter_prob` live in each episode's layout, so the
+  batched twin can change them for new episodes only (`set_task`) while running ones keep theirs.
+- A known limit of a gridworld: the agent's position is a memory too. An agent with a memory long
+  enough to walk to the target's niche (not `delay` long) could park in one of the three cells that
+  see the niche, chosen by the sender, and read the sender back from where it stands when the
+  target returns; three cells cover 3 of the n_characters - 1 senders. No rule here prevents it.
+
+Layout (`reset(options={"layout": ...})`), numpy arrays: `homes` (n_characters,) the niche slot of
+each character; `times`, `targets`, `senders` (n_instructions,) the schedule (drawn times and
+targets are distinct, which the rules and the batched twin rely on); `wanderer_rooms`,
+`wanderer_phases` (n_wanderers,) where each cat walks (phase: its border cell at step 0, 0 the
+room's north-west floor cell, clockwise); `chatter_offset` (scalar); and the episode's task
+parameters `delay` (int64 scalar), `wrong_penalty` and `chatter_prob` (float64 scalars).
 """
 
 import functools
+import itertools
 import numbers
 from typing import Any, SupportsFloat
 
 import numpy as np
 from gymnasium import spaces
-from minigrid.core.constants import COLOR_NAMES
+from minigrid.core.constants import COLOR_NAMES, COLOR_TO_IDX, COLORS, OBJECT_TO_IDX
 from minigrid.core.grid import Grid
-from minigrid.core.world_object import Ball, Key, WorldObj
+from minigrid.core.world_object import Ball, Key, Wall, WorldObj
+from minigrid.utils.rendering import fill_coords, point_in_circle, point_in_rect, point_in_triangle
 
-from envs.base import MOVES, OUTSIDE, WordGridEnv, filled_grid
+from envs.base import MOVES, WordGridEnv, filled_grid
 from envs.checks import check_int
 
 CHARACTERS = ("butler", "guard", "cook", "merchant", "knight", "wizard", "priest", "farmer")
@@ -74,16 +115,24 @@ DOORWAY_Y = GRID_HEIGHT // 2
 NICHE_DX = (2, 4)  # niche x offsets from a room's west wall: the 2nd and 4th cells of its wall
 NICHE_Y = (0, GRID_HEIGHT - 1)  # north wall, south wall
 SLOTS_PER_ROOM = len(NICHE_DX) * len(NICHE_Y)
+FIXED_SLOT_ORDER = (0, 3, 1, 2)  # fixed homes fill a room north-west, south-east, north-east, south-west
 START = (ROOM_PITCH // 2, DOORWAY_Y)  # centre of the first room
 CHATTER_PERIOD = 1024
 PLACEMENTS = 16384
 TABLE_SEED = 0  # the fixed chatter and placement tables are drawn from it
+NORTH, EAST, SOUTH, WEST = range(len(MOVES))
 
 
 def niche_cell(slot: int) -> tuple[int, int]:
     """Grid (x, y) of niche slot `slot`: room slot // 4, north wall for slot % 4 < 2, west one first."""
     room, j = divmod(slot, SLOTS_PER_ROOM)
     return room * ROOM_PITCH + NICHE_DX[j % 2], NICHE_Y[j // 2]
+
+
+def front_cell(slot: int) -> tuple[int, int]:
+    """The floor cell in front of niche slot `slot`, where the agent stands to speak to it."""
+    x, y = niche_cell(slot)
+    return x, 1 if y == 0 else GRID_HEIGHT - 2
 
 
 def border_cells(room: int) -> list[tuple[int, int]]:
@@ -104,12 +153,26 @@ def placement_table(n_slots: int, n_characters: int) -> np.ndarray:
     return rng.random((PLACEMENTS, n_slots)).argsort(1)[:, :n_characters]
 
 
-def chatter_table(n_characters: int, chatter_prob: float) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed chatter: speaker (-1 for no chatter) and topic of each of the CHATTER_PERIOD entries."""
+@functools.cache
+def target_table(n_characters: int, n_instructions: int) -> np.ndarray:
+    """Every ordered choice of n_instructions distinct targets, one per row (at most 8! = 40320 rows):
+    a uniform row is a uniform draw of distinct targets, as cheap for many envs as one index."""
+    return np.array(list(itertools.permutations(range(n_characters), n_instructions)))
+
+
+def fixed_homes(n_rooms: int, n_characters: int) -> np.ndarray:
+    """(n_characters,) the map of `random_homes=False`: character c in room c % n_rooms, spread over
+    the rooms first and then over each room's walls (FIXED_SLOT_ORDER)."""
+    return np.array([SLOTS_PER_ROOM * (c % n_rooms) + FIXED_SLOT_ORDER[c // n_rooms] for c in range(n_characters)])
+
+
+def chatter_table(n_characters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed chatter, per entry of CHATTER_PERIOD: a uniform draw u (the entry speaks when u <
+    chatter_prob), the speaker and the topic."""
     rng = np.random.default_rng(TABLE_SEED)
-    speaks = rng.random(CHATTER_PERIOD) < chatter_prob
-    speaker = np.where(speaks, rng.integers(n_characters, size=CHATTER_PERIOD), -1)
-    return speaker, rng.integers(len(TOPICS), size=CHATTER_PERIOD)
+    draw = rng.random(CHATTER_PERIOD)
+    speaker = rng.integers(n_characters, size=CHATTER_PERIOD)
+    return draw, speaker, rng.integers(len(TOPICS), size=CHATTER_PERIOD)
 
 
 def check_number(name: str, value: object, low: float, high: float | None = None) -> float:
@@ -121,27 +184,86 @@ def check_number(name: str, value: object, low: float, high: float | None = None
     return float(value)
 
 
+# 5x5 capitals drawn on the character tiles, so that characters of the same colour can be told apart
+GLYPHS = {
+    "B": ("1111.", "1...1", "1111.", "1...1", "1111."),
+    "G": (".111.", "1....", "1.111", "1...1", ".111."),
+    "C": (".1111", "1....", "1....", "1....", ".1111"),
+    "M": ("1...1", "11.11", "1.1.1", "1...1", "1...1"),
+    "K": ("1...1", "1..1.", "111..", "1..1.", "1...1"),
+    "W": ("1...1", "1...1", "1.1.1", "11.11", "1...1"),
+    "P": ("1111.", "1...1", "1111.", "1....", "1...."),
+    "F": ("11111", "1....", "1111.", "1....", "1...."),
+}
+CHARACTER_COLOURS = tuple(name for name in COLOR_NAMES if name != "grey")  # grey is the walls' colour
+CAT_COLOUR = (255, 150, 40)  # ginger: no character has it
+
+
+def draw_glyph(img: np.ndarray, letter: str, colour: tuple[int, int, int]) -> None:
+    """Draw `letter` (a key of GLYPHS) in the middle of a tile image."""
+    low, cell = 0.3, 0.08
+    for row, line in enumerate(GLYPHS[letter]):
+        for col, bit in enumerate(line):
+            if bit == "1":
+                x, y = low + col * cell, low + row * cell
+                fill_coords(img, point_in_rect(x, x + cell, y, y + cell), colour)
+
+
 class Character(Ball):
-    """A character in its niche: drawn as a ball of its own colour, described by its name."""
+    """A character in its niche: drawn as a ball of its own colour with its initial, described by its name."""
 
     def __init__(self, index: int):
-        super().__init__(COLOR_NAMES[index % len(COLOR_NAMES)])
+        super().__init__(CHARACTER_COLOURS[index % len(CHARACTER_COLOURS)])
         self.index = index
         self.words = (CHARACTERS[index],)
         self.ansi = CHARACTERS[index][0].upper()
 
+    def encode(self) -> tuple[int, int, int]:
+        return OBJECT_TO_IDX["ball"], COLOR_TO_IDX[self.color], 1 + self.index  # unique: the tile cache key
+
+    def render(self, img: np.ndarray) -> None:
+        fill_coords(img, point_in_circle(0.5, 0.5, 0.4), COLORS[self.color])
+        draw_glyph(img, self.ansi, (0, 0, 0))
+
+
+class AwayNiche(Wall):
+    """The niche of a character who is away: reads as a plain wall, drawn as a wall with the
+    character's initial in a ring of its colour, so that a picture shows who has left."""
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+        self.character_colour = COLORS[CHARACTER_COLOURS[index % len(CHARACTER_COLOURS)]]
+        self.ansi = "#"
+
+    def encode(self) -> tuple[int, int, int]:
+        return OBJECT_TO_IDX["wall"], COLOR_TO_IDX[self.color], 1 + self.index
+
+    def render(self, img: np.ndarray) -> None:
+        super().render(img)
+        fill_coords(img, point_in_circle(0.5, 0.5, 0.42), self.character_colour)
+        fill_coords(img, point_in_circle(0.5, 0.5, 0.36), COLORS[self.color])
+        draw_glyph(img, CHARACTERS[self.index][0].upper(), self.character_colour)
+
 
 class Wanderer(Key):
-    """A cat walking the border of its room; the agent walks over it."""
+    """A cat walking the border of its room; the agent walks over it. Drawn as a ginger cat's head."""
 
     words = ("cat",)
     ansi = "c"
 
     def __init__(self):
-        super().__init__("purple")
+        super().__init__("yellow")
 
     def can_overlap(self) -> bool:
         return True
+
+    def render(self, img: np.ndarray) -> None:
+        fill_coords(img, point_in_triangle((0.22, 0.5), (0.3, 0.14), (0.48, 0.36)), CAT_COLOUR)  # ears
+        fill_coords(img, point_in_triangle((0.78, 0.5), (0.7, 0.14), (0.52, 0.36)), CAT_COLOUR)
+        fill_coords(img, point_in_circle(0.5, 0.58, 0.28), CAT_COLOUR)
+        for eye_x in (0.4, 0.6):
+            fill_coords(img, point_in_circle(eye_x, 0.52, 0.05), (0, 0, 0))
 
 
 class InstructionEnv(WordGridEnv):
@@ -156,17 +278,22 @@ class InstructionEnv(WordGridEnv):
         wrong_penalty: float = 0.1,
         n_wanderers: int = 4,
         chatter_prob: float = 0.5,
+        random_homes: bool = True,
         max_steps: int = 1000,
         render_mode: str | None = None,
     ):
         self.n_rooms = check_int("n_rooms", n_rooms, 1)
         self.n_characters = check_int("n_characters", n_characters, 2, min(len(CHARACTERS), SLOTS_PER_ROOM * n_rooms))
-        self.n_instructions = check_int("n_instructions", n_instructions, 1)
+        self.n_instructions = check_int("n_instructions", n_instructions, 1, n_characters)
         check_int("max_steps", max_steps, n_instructions + 2)
-        self.delay = check_int("delay", delay, 1, max_steps - n_instructions - 1)
+        self.max_delay = max_steps - n_instructions - 1  # every instruction keeps a slot of S >= 1 steps
+        self.delay = check_int("delay", delay, 1, self.max_delay)
         self.wrong_penalty = check_number("wrong_penalty", wrong_penalty, 0.0)
         self.n_wanderers = check_int("n_wanderers", n_wanderers, 0)
-        check_number("chatter_prob", chatter_prob, 0.0, 1.0)
+        self.chatter_prob = check_number("chatter_prob", chatter_prob, 0.0, 1.0)
+        if not isinstance(random_homes, bool):
+            raise ValueError(f"random_homes must be True or False, got {random_homes!r}")
+        self.random_homes = random_homes
         self.names = CHARACTERS[:n_characters]
         self.task_words = (
             "cat",
@@ -180,7 +307,6 @@ class InstructionEnv(WordGridEnv):
         super().__init__(
             width=ROOM_PITCH * n_rooms + 1, height=GRID_HEIGHT, max_steps=max_steps, render_mode=render_mode
         )
-        self.spacing = (max_steps - delay) // (n_instructions + 1)
         n_slots = SLOTS_PER_ROOM * n_rooms
 
         def ints(high: int, *shape: int) -> spaces.Box:
@@ -189,41 +315,69 @@ class InstructionEnv(WordGridEnv):
         self.layout_space = spaces.Dict(
             {
                 "homes": ints(n_slots - 1, n_characters),
-                "times": ints(max_steps - delay - 1, n_instructions),
+                "times": ints(max_steps - 2, n_instructions),
                 "targets": ints(n_characters - 1, n_instructions),
                 "senders": ints(n_characters - 1, n_instructions),
                 "wanderer_rooms": ints(n_rooms - 1, n_wanderers),
                 "wanderer_phases": ints(len(border_cells(0)) - 1, n_wanderers),
                 "chatter_offset": ints(CHATTER_PERIOD - 1),
+                "delay": spaces.Box(1, self.max_delay, shape=(), dtype=np.int64),
+                "wrong_penalty": spaces.Box(0.0, np.inf, shape=(), dtype=np.float64),
+                "chatter_prob": spaces.Box(0.0, 1.0, shape=(), dtype=np.float64),
             }
         )
-        self.chatter_speaker, self.chatter_topic = chatter_table(n_characters, chatter_prob)
+        self.chatter_draw, self.chatter_speaker, self.chatter_topic = chatter_table(n_characters)
         self.placements = placement_table(n_slots, n_characters)
+        self.targets = target_table(n_characters, n_instructions)
+        self.fixed_homes = fixed_homes(n_rooms, n_characters)
         self.characters = [Character(c) for c in range(n_characters)]
+        self.away_niches = [AwayNiche(c) for c in range(n_characters)]
         self.wanderers = [Wanderer() for _ in range(n_wanderers)]
         self.borders = [border_cells(room) for room in range(n_rooms)]
         # the episode, from its layout (see _gen_grid)
         self.schedule: list[tuple[int, int, int]] = []  # per instruction: (time, target, sender)
+        self.instruction_of: dict[int, int] = {}  # target -> its instruction (targets are distinct)
         self.niches: list[tuple[int, int]] = []  # per character: its niche cell
         self.walks: list[tuple[list[tuple[int, int]], int]] = []  # per cat: (its room's border, phase)
         self.chatter_offset = 0
-        self.executed: list[bool] = []  # per instruction
+        self.episode_delay, self.episode_penalty, self.episode_chatter_prob = delay, self.wrong_penalty, 0.0
+        self.right: list[bool] = []  # per instruction: carried out
+        self.failed: list[bool] = []  # per instruction: a wrong sender was said
         self.wrong = 0
+
+    def spacing(self, delay: int) -> int:
+        """S, the length of each instruction's slot in the schedule under `delay`."""
+        return (self.max_steps - delay) // (self.n_instructions + 1)
 
     # ----- episode ------------------------------------------------------------------------------------
 
     def sample_layout(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        k, c, w = self.n_instructions, self.n_characters, self.n_wanderers
-        targets = rng.integers(c, size=k)
+        k, c, w, spacing = self.n_instructions, self.n_characters, self.n_wanderers, self.spacing(self.delay)
+        targets = self.targets[rng.integers(len(self.targets))]
+        homes = self.placements[rng.integers(PLACEMENTS)] if self.random_homes else self.fixed_homes
         return {
-            "homes": self.placements[rng.integers(PLACEMENTS)],
-            "times": np.arange(k) * self.spacing + rng.integers(self.spacing, size=k),
+            "homes": homes,
+            "times": np.arange(k) * spacing + rng.integers(spacing, size=k),
             "targets": targets,
             "senders": (targets + 1 + rng.integers(c - 1, size=k)) % c,
             "wanderer_rooms": rng.integers(self.n_rooms, size=w),
             "wanderer_phases": rng.integers(len(self.borders[0]), size=w),
             "chatter_offset": np.array(rng.integers(CHATTER_PERIOD)),
+            "delay": np.array(self.delay),
+            "wrong_penalty": np.array(self.wrong_penalty),
+            "chatter_prob": np.array(self.chatter_prob),
         }
+
+    def check_layout(self, layout: dict[str, Any]) -> dict[str, np.ndarray]:
+        """`layout` in the dtypes of `layout_space`, with distinct homes, times and targets and no
+        instruction from its own target, else a ValueError saying what is wrong."""
+        arrays = super().check_layout(layout)
+        for key in ("homes", "times", "targets"):
+            if len(set(arrays[key].tolist())) < len(arrays[key]):
+                raise ValueError(f"layout[{key!r}] = {arrays[key]!r} must hold distinct values")
+        if np.any(arrays["targets"] == arrays["senders"]):
+            raise ValueError(f"no instruction may come from its own target, got {arrays['senders']!r}")
+        return arrays
 
     def static_grid(self) -> Grid:
         """The rooms and their doorways, every niche walled up: what never changes."""
@@ -239,15 +393,20 @@ class InstructionEnv(WordGridEnv):
     def _gen_grid(self, width: int, height: int) -> None:
         layout = self.layout
         self.schedule = list(zip(*(layout[key].tolist() for key in ("times", "targets", "senders")), strict=True))
+        self.instruction_of = {target: k for k, (_, target, _) in enumerate(self.schedule)}
         self.niches = [niche_cell(slot) for slot in layout["homes"].tolist()]  # per character
         self.walks = [
             (self.borders[room], phase)
             for room, phase in zip(layout["wanderer_rooms"].tolist(), layout["wanderer_phases"].tolist(), strict=True)
         ]
         self.chatter_offset = int(layout["chatter_offset"])
+        self.episode_delay = int(layout["delay"])
+        self.episode_penalty = float(layout["wrong_penalty"])
+        self.episode_chatter_prob = float(layout["chatter_prob"])
         self.grid = self.static_grid()
         self.agent_pos = START
-        self.executed = [False] * self.n_instructions
+        self.right = [False] * self.n_instructions
+        self.failed = [False] * self.n_instructions
         self.wrong = 0
         for wanderer in self.wanderers:
             wanderer.cur_pos = None  # the grid is new: nothing to clear
@@ -255,13 +414,20 @@ class InstructionEnv(WordGridEnv):
 
     def present(self, t: int) -> list[bool]:
         """Per character: does it stand in its niche at step count t?"""
-        away = {target for time, target, _ in self.schedule if time <= t < time + self.delay}
+        away = {target for time, target, _ in self.schedule if time <= t < time + self.episode_delay}
         return [c not in away for c in range(self.n_characters)]
+
+    def ready(self, t: int) -> list[bool]:
+        """Per instruction: shown, its target back (t the step count of an observation) and not resolved."""
+        return [
+            time + self.episode_delay <= t and not (right or failed)
+            for (time, _, _), right, failed in zip(self.schedule, self.right, self.failed, strict=True)
+        ]
 
     def _place_objects(self, t: int) -> None:
         """Put the characters and cats where they are at step count t."""
-        for character, niche, here in zip(self.characters, self.niches, self.present(t), strict=True):
-            self.grid.set(*niche, character if here else OUTSIDE)
+        for c, (niche, here) in enumerate(zip(self.niches, self.present(t), strict=True)):
+            self.grid.set(*niche, self.characters[c] if here else self.away_niches[c])
         for wanderer in self.wanderers:
             if wanderer.cur_pos is not None:
                 self.grid.set(*wanderer.cur_pos, None)
@@ -283,17 +449,21 @@ class InstructionEnv(WordGridEnv):
         t = self.step_count - 1  # the step count of the observation the agent acted on
         reward = self._speak(action - len(MOVES), t) if action >= len(MOVES) else super()._act(action)[0]
         self._place_objects(self.step_count)
-        return reward, all(self.executed)
+        return reward, all(right or failed for right, failed in zip(self.right, self.failed, strict=True))
 
     def _speak(self, sender: int, t: int) -> float:
         """Say "`sender` wants to see you" to the character next to the agent; the reward."""
         listener = self.adjacent_character()
-        for k, (time, target, sent_by) in enumerate(self.schedule):
-            if time <= t and not self.executed[k] and (target, sent_by) == (listener, sender):
-                self.executed[k] = True
+        if listener is None:
+            return 0.0
+        k = self.instruction_of.get(listener)
+        if k is not None and self.ready(t)[k]:
+            if self.schedule[k][2] == sender:
+                self.right[k] = True
                 return 1.0
+            self.failed[k] = True
         self.wrong += 1
-        return -self.wrong_penalty
+        return -self.episode_penalty
 
     def adjacent_character(self) -> int | None:
         """The index of the character standing next to the agent (4-neighbour), if any."""
@@ -308,7 +478,7 @@ class InstructionEnv(WordGridEnv):
         """Instruction accuracy so far in this episode."""
         return {
             "instructions_received": sum(time <= self.step_count for time, _, _ in self.schedule),
-            "instructions_right": sum(self.executed),
+            "instructions_right": sum(self.right),
             "instructions_wrong": self.wrong,
         }
 
@@ -320,7 +490,7 @@ class InstructionEnv(WordGridEnv):
             if time == t:
                 words += ("tell", f"to_{self.names[target]}", f"from_{self.names[sender]}")
         entry = (self.chatter_offset + t) % CHATTER_PERIOD
-        if self.chatter_speaker[entry] >= 0:
+        if self.chatter_draw[entry] < self.episode_chatter_prob:
             words += (self.names[self.chatter_speaker[entry]], TOPICS[self.chatter_topic[entry]])
         return words
 

@@ -1,16 +1,20 @@
 """The batched torch twin of Instruction (`envs.instruction`), for N envs at once.
 
-State per env: the agent's cell (`x`, `y`), which instructions were `executed` (N x K bool), the
-count of `wrong` speech actions, and the layout. Everything else is a function of the layout and the
-step count t, computed afresh each step: who is away (t_k <= t < t_k + delay), where the cats are
-(border cell (phase + t) mod 16), the instruction and chatter words on the agent's cell.
+State per env: the agent's cell (`x`, `y`), which instructions were carried out (`right`, N x K
+bool) or `failed`, the count of `wrong` speech actions, and the layout. Everything else is a function
+of the layout and the step count t, computed afresh each step: who is away (t_k <= t < t_k + delay),
+where the cats are (border cell (phase + t) mod 16), the instruction and chatter words on the
+agent's cell. The episode's `delay`, `wrong_penalty` and `chatter_prob` are part of its layout, one
+value per env: `set_task` changes the values drawn for the episodes that begin after it, and the
+running episodes keep theirs.
 
 Observations: a table gives, per agent cell, what its 9 window cells read as: an index into a
 per-env row of codes (floor, wall, then one code per niche slot: 2 + c where character c stands
 there now, else wall); window cells with a cat take the cat code; a table turns codes into words,
 and the agent-cell words (one row of an instruction table, one of the chatter table) are OR-ed onto
-the centre. Layout draws are cheap: one `randint` holds all of an instruction's time,
-target and sender, one a cat's room and phase, and the placement is a row of the reference's table.
+the centre. Layout draws are cheap: the distinct targets are a row of the reference's table of
+all choices, one `randint` holds a cat's room and phase, and the placement is a row of the
+reference's table (or its fixed homes).
 """
 
 from typing import Any
@@ -20,6 +24,7 @@ import torch
 
 from envs.base import MOVES
 from envs.batched import WINDOW_OFFSETS, BatchedWordGridEnv
+from envs.checks import check_int
 from envs.instruction import (
     CHATTER_PERIOD,
     PLACEMENTS,
@@ -27,6 +32,7 @@ from envs.instruction import (
     START,
     TOPICS,
     InstructionEnv,
+    check_number,
     niche_cell,
 )
 
@@ -37,7 +43,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
     """N Instruction envs in torch tensors; rules in `envs.instruction`."""
 
     reference_class = InstructionEnv
-    state_names = ("x", "y", "executed", "wrong")
+    state_names = ("x", "y", "right", "failed", "wrong")
+    curriculum_params = ("delay", "wrong_penalty", "chatter_prob")
 
     def __init__(
         self, num_envs: int, device: str | torch.device = "cpu", render_mode: str | None = None, **task_kwargs: Any
@@ -47,9 +54,12 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         reference, dev = self.reference, self.device
         self.x = torch.full((num_envs,), START[0], dtype=torch.int64, device=dev)
         self.y = torch.full((num_envs,), START[1], dtype=torch.int64, device=dev)
-        self.executed = torch.zeros(num_envs, reference.n_instructions, dtype=torch.bool, device=dev)
+        self.right = torch.zeros(num_envs, reference.n_instructions, dtype=torch.bool, device=dev)
+        self.failed = torch.zeros_like(self.right)
         self.wrong = torch.zeros(num_envs, dtype=torch.int64, device=dev)
         self._counts: dict[str, torch.Tensor] = {}
+        # the task parameters drawn into new layouts (set_task changes them)
+        self._task = {key: getattr(reference, key) for key in self.curriculum_params}
         self._build_tables(reference)
 
     def _build_tables(self, reference: InstructionEnv) -> None:
@@ -89,42 +99,62 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self._cell_words = self.word_table([(), ("wall", "grey"), *((name,) for name in names), ("cat",)])
         self._cat_code = FIRST_CHARACTER + len(names)
         speaker, topic = reference.chatter_speaker, reference.chatter_topic
-        self._chatter = self.word_table(
-            [(names[s], TOPICS[w]) if s >= 0 else () for s, w in zip(speaker, topic, strict=True)]
-        )
+        self._chatter = self.word_table([(names[s], TOPICS[w]) for s, w in zip(speaker, topic, strict=True)])
+        self._chatter_draw = tensor(reference.chatter_draw, torch.float64)  # (CHATTER_PERIOD,): speaks if < prob
         pairs = [("tell", f"to_{target}", f"from_{sender}") for target in names for sender in names]
         self._instruction_words = self.word_table([(), *pairs])  # row 0 no instruction, 1 + target * C + sender
-        self._rewards = tensor([0.0, 1.0, -reference.wrong_penalty], torch.float32)  # nothing, right, wrong
         self._placements = tensor(reference.placements)  # PLACEMENTS x C
+        self._targets = tensor(reference.targets)  # C! / (C - K)! x K
+        self._fixed_homes = tensor(reference.fixed_homes).expand(self.num_envs, -1)  # N x C
         self._character_codes = FIRST_CHARACTER + torch.arange(reference.n_characters, device=dev)
         self._instruction_slots = torch.arange(reference.n_instructions, device=dev)
 
     # ----- episodes ----------------------------------------------------------------------------------
 
     def _sample_layouts(self) -> dict[str, torch.Tensor]:
-        reference, n, gen, dev = self.reference, self.num_envs, self.generator, self.device
-        k, c, w, spacing = reference.n_instructions, reference.n_characters, reference.n_wanderers, reference.spacing
+        reference, n, gen, dev, task = self.reference, self.num_envs, self.generator, self.device, self._task
+        k, c, w, spacing = reference.n_instructions, reference.n_characters, reference.n_wanderers, self._spacing
 
         def randint(high: int, *shape: int) -> torch.Tensor:
             return torch.randint(0, high, (n, *shape), generator=gen, device=dev)
 
-        schedule = randint(spacing * c * (c - 1), k)  # one draw holds each instruction's time, target and sender
-        targets = schedule // spacing % c
+        targets = self._targets.index_select(0, randint(len(self._targets)))  # N x K, distinct in each row
         walks = randint(reference.n_rooms * self._border.shape[1], w)  # one draw holds each cat's room and phase
+        homes = self._placements.index_select(0, randint(PLACEMENTS)) if reference.random_homes else self._fixed_homes
         return {
-            "homes": self._placements.index_select(0, randint(PLACEMENTS)),
-            "times": self._instruction_slots * spacing + schedule % spacing,
+            "homes": homes,
+            "times": self._instruction_slots * spacing + randint(spacing, k),
             "targets": targets,
-            "senders": (targets + 1 + schedule // (spacing * c)) % c,
+            "senders": (targets + 1 + randint(c - 1, k)) % c,
             "wanderer_rooms": walks // self._border.shape[1],
             "wanderer_phases": walks % self._border.shape[1],
             "chatter_offset": randint(CHATTER_PERIOD),
+            "delay": torch.full((n,), task["delay"], dtype=torch.int64, device=dev),
+            "wrong_penalty": torch.full((n,), task["wrong_penalty"], dtype=torch.float64, device=dev),
+            "chatter_prob": torch.full((n,), task["chatter_prob"], dtype=torch.float64, device=dev),
         }
+
+    @property
+    def _spacing(self) -> int:
+        return self.reference.spacing(self._task["delay"])
+
+    def _set_task(self, params: dict[str, Any]) -> None:
+        """New `delay` (whose schedule spacing follows), `wrong_penalty` or `chatter_prob` for the
+        episodes drawn from now on; a running episode keeps the values in its layout."""
+        checked = dict(self._task)
+        if "delay" in params:
+            checked["delay"] = check_int("delay", params["delay"], 1, self.reference.max_delay)
+        if "wrong_penalty" in params:
+            checked["wrong_penalty"] = check_number("wrong_penalty", params["wrong_penalty"], 0.0)
+        if "chatter_prob" in params:
+            checked["chatter_prob"] = check_number("chatter_prob", params["chatter_prob"], 0.0, 1.0)
+        self._task = checked
 
     def _begin_episodes(self, new: torch.Tensor) -> None:
         self.x.masked_fill_(new, START[0])
         self.y.masked_fill_(new, START[1])
-        self.executed.masked_fill_(new.unsqueeze(1), False)
+        self.right.masked_fill_(new.unsqueeze(1), False)
+        self.failed.masked_fill_(new.unsqueeze(1), False)
         self.wrong.masked_fill_(new, 0)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -139,46 +169,44 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         """Instruction accuracy so far, per env (N,) int64, with instructions shown up to step count t."""
         return {
             "instructions_received": (self.layouts["times"] <= t.unsqueeze(1)).sum(1),
-            "instructions_right": self.executed.sum(1),
+            "instructions_right": self.right.sum(1),
             "instructions_wrong": self.wrong.clone(),
         }
 
     # ----- rules -----------------------------------------------------------------------------------------
 
+    def _away(self, t: torch.Tensor) -> torch.Tensor:
+        """N x K bool: which instructions keep their target away at step count t (N,)."""
+        times, t = self.layouts["times"], t.unsqueeze(1)
+        return (times <= t) & (t < times + self.layouts["delay"].unsqueeze(1))
+
     def _present(self, t: torch.Tensor) -> torch.Tensor:
         """N x C bool: which characters stand in their niche at step count t (N,)."""
-        times, t = self.layouts["times"], t.unsqueeze(1)
-        away = (times <= t) & (t < times + self.reference.delay)  # N x K
-        absent = torch.zeros(self.num_envs, self.reference.n_characters + 1, dtype=torch.bool, device=self.device)
-        absent.scatter_(1, self.layouts["targets"].masked_fill(~away, self.reference.n_characters), True)  # N x C+1
+        c = self.reference.n_characters
+        absent = torch.zeros(self.num_envs, c + 1, dtype=torch.bool, device=self.device)
+        absent.scatter_(1, self.layouts["targets"].masked_fill(~self._away(t), c), True)  # N x C+1, C: nobody
         return ~absent[:, :-1]
 
     def _transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t, layouts = self.step_count.unsqueeze(1), self.layouts  # the observation the agent acted on, N x 1
-        times, targets = layouts["times"], layouts["targets"]
+        t, layouts = self.step_count, self.layouts  # t: the observation the agent acted on
         speech = actions >= len(MOVES)
         slot = self._adjacent_slot.take(self.y * self._width + self.x)  # N, -1 where no niche is adjacent
-        in_slot = layouts["homes"] == slot.unsqueeze(1)  # N x C, at most one
-        about_listener = targets == in_slot.long().argmax(1, keepdim=True)  # N x K
-        received = times <= t  # N x K
-        listener_away = (about_listener & received & (t < times + self.reference.delay)).any(1)
-        heard = speech & in_slot.any(1) & ~listener_away  # N
-        match = (
-            received
-            & ~self.executed
-            & about_listener
-            & heard.unsqueeze(1)
-            & (layouts["senders"] == (actions - len(MOVES)).unsqueeze(1))
-        )  # N x K
-        self.executed |= match & (match.cumsum(1) == 1)  # the earliest matching instruction
-        right = match.any(1)
-        wrong = speech & ~right
+        in_slot = layouts["homes"] == slot.unsqueeze(1)  # N x C, at most one: the listener
+        heard = speech & (in_slot & self._present(t)).any(1)  # N: a present character next to the agent
+        about_listener = layouts["targets"] == in_slot.long().argmax(1, keepdim=True)  # N x K, at most one
+        returned = layouts["times"] + layouts["delay"].unsqueeze(1) <= t.unsqueeze(1)  # N x K
+        ready = about_listener & returned & ~self.right & ~self.failed & heard.unsqueeze(1)  # N x K
+        said_sender = layouts["senders"] == (actions - len(MOVES)).unsqueeze(1)  # N x K
+        self.right |= ready & said_sender
+        self.failed |= ready & ~said_sender
+        right = (ready & said_sender).any(1)
+        wrong = heard & ~right
         self.wrong += wrong
-        reward = self._rewards.take(right + 2 * wrong)  # N float32: 0, +1 or -wrong_penalty
+        reward = right.float() - wrong * layouts["wrong_penalty"].float()  # N float32: 0, +1 or -wrong_penalty
         x, y = self.x + self._dx.take(actions), self.y + self._dy.take(actions)
         stay = self._blocked.take(y * self._width + x)
         self.x, self.y = torch.where(stay, self.x, x), torch.where(stay, self.y, y)
-        terminated = self.executed.all(1)
+        terminated = (self.right | self.failed).all(1)
         self._counts = self.counters(self.step_count + 1)
         return reward, terminated, terminated & (self.wrong == 0)
 
@@ -211,13 +239,16 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         pair = layouts["targets"] * c + layouts["senders"] + 1  # N x K, row of the instruction table
         instruction = (shown * pair).sum(1)  # N, row 0: no instruction
         chatter = (layouts["chatter_offset"] + t) % CHATTER_PERIOD  # N
-        return self._instruction_words.index_select(0, instruction) | self._chatter.index_select(0, chatter)
+        speaks = self._chatter_draw.take(chatter) < layouts["chatter_prob"]  # N
+        chatter_words = self._chatter.index_select(0, chatter) * speaks.unsqueeze(1).to(torch.int8)  # N x V
+        return self._instruction_words.index_select(0, instruction) | chatter_words
 
     def reference_view(self, i: int) -> InstructionEnv:
         reference = self.reference
         reference.reset(options={"layout": self.layout(i)})
         reference.agent_pos = (int(self.x[i]), int(self.y[i]))
-        reference.executed = self.executed[i].tolist()
+        reference.right = self.right[i].tolist()
+        reference.failed = self.failed[i].tolist()
         reference.wrong = int(self.wrong[i])
         reference.step_count = int(self.step_count[i])
         reference._place_objects(reference.step_count)

@@ -3,8 +3,10 @@
     python -m runners.render_envs     # docs/images/corridor.png, portal.png, instruction.png
 
 Corridor is drawn with a short corridor (length 12) so it fits a page; Portal with the paper's 50
-rooms; Instruction with a fixed layout whose first instruction has just been shown. In each the
-agent has taken a few steps from its start.
+rooms; Instruction at paper scale (fixed homes) with a layout whose first instruction has just been
+shown, with a caption: what the agent's own cell reads (the instruction and the chatter, which the
+grid cannot show) and a key to the characters, their empty niches and the cats. In each the agent
+has taken a few steps from its start.
 """
 
 import argparse
@@ -12,9 +14,10 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from envs.corridor import CorridorEnv
-from envs.instruction import InstructionEnv
+from envs.instruction import CHARACTERS, InstructionEnv, fixed_homes
 from envs.portal import PortalEnv
 
 EAST, SOUTH = 1, 2
@@ -36,24 +39,47 @@ def portal_image(tile_size: int) -> np.ndarray:
     return env.render_rgb(tile_size)
 
 
-# A layout whose first instruction shows at step 6; characters spread over the four rooms.
+# The paper-scale map (fixed homes); the first instruction shows at step 6, with chatter on the same step.
 INSTRUCTION_LAYOUT = {
-    "homes": [1, 14, 6, 9, 3, 12, 4, 15],
+    "homes": fixed_homes(4, 8),
     "times": [6, 200, 330, 480],
     "targets": [2, 5, 0, 7],
     "senders": [6, 1, 3, 4],
     "wanderer_rooms": [0, 1, 2, 3],
     "wanderer_phases": [3, 9, 14, 6],
-    "chatter_offset": 0,
+    "chatter_offset": 5,
+    "delay": 300,
+    "wrong_penalty": 0.1,
+    "chatter_prob": 0.5,
 }
 
 
+def caption(width: int, tile_size: int, lines: list[str]) -> np.ndarray:
+    """A white strip `width` pixels wide with `lines` of black text, as an (h, width, 3) uint8 image."""
+    font = ImageFont.load_default(size=max(8, tile_size // 2))
+    line_height = int(font.size * 1.4)
+    strip = Image.new("RGB", (width, line_height * len(lines) + tile_size // 2), "white")
+    draw = ImageDraw.Draw(strip)
+    for k, line in enumerate(lines):
+        draw.text((tile_size // 4, tile_size // 4 + k * line_height), line, fill="black", font=font)
+    return np.asarray(strip)
+
+
 def instruction_image(tile_size: int) -> np.ndarray:
-    env = InstructionEnv(render_mode="rgb_array")
+    env = InstructionEnv(random_homes=False, render_mode="rgb_array")
     env.reset(options={"layout": INSTRUCTION_LAYOUT})
     for _ in range(6):
         env.step(EAST)
-    return env.render_rgb(tile_size)
+    words = env.agent_cell_words()
+    grid = env.render_rgb(tile_size)
+    key = ", ".join(f"{name[0].upper()} {name}" for name in CHARACTERS)
+    lines = [
+        f"agent's cell: {' '.join(words[:3])} (an instruction, shown for this step only)",
+        f"    and {' '.join(words[3:])} (chatter: a distractor, like the ginger cats)",
+        f"characters by initial: {key}",
+        "a ringed initial on the wall: that character is away (its niche reads as a plain wall)",
+    ]
+    return np.concatenate([grid, caption(grid.shape[1], tile_size, lines)])
 
 
 def main() -> None:

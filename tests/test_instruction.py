@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.instruction import CHARACTERS, TOPICS, InstructionEnv, border_cells, niche_cell
+from envs.instruction import (
+    CHARACTERS,
+    TOPICS,
+    InstructionEnv,
+    Wanderer,
+    border_cells,
+    fixed_homes,
+    front_cell,
+    niche_cell,
+)
 
 NORTH, EAST, SOUTH, WEST = range(4)
 QUIET = {"n_wanderers": 0, "chatter_prob": 0.0}  # no distractors, so the words under test stand alone
@@ -20,8 +29,21 @@ def _say(sender):
     return 4 + CHARACTERS.index(sender)
 
 
-def _layout(env, times, targets, senders, homes=None, wanderer_rooms=(), wanderer_phases=(), chatter_offset=0):
-    """A layout for `env`: by default character c stands in niche slot c (room c // 4)."""
+def _layout(
+    env,
+    times,
+    targets,
+    senders,
+    homes=None,
+    wanderer_rooms=(),
+    wanderer_phases=(),
+    chatter_offset=0,
+    delay=None,
+    wrong_penalty=None,
+    chatter_prob=None,
+):
+    """A layout for `env`: by default character c stands in niche slot c (room c // 4), and the task
+    parameters are the env's."""
     return {
         "homes": np.arange(env.n_characters) if homes is None else np.array(homes),
         "times": np.array(times),
@@ -30,6 +52,9 @@ def _layout(env, times, targets, senders, homes=None, wanderer_rooms=(), wandere
         "wanderer_rooms": np.array(wanderer_rooms, dtype=np.int64),
         "wanderer_phases": np.array(wanderer_phases, dtype=np.int64),
         "chatter_offset": np.array(chatter_offset),
+        "delay": np.array(env.delay if delay is None else delay),
+        "wrong_penalty": np.array(env.wrong_penalty if wrong_penalty is None else wrong_penalty),
+        "chatter_prob": np.array(env.chatter_prob if chatter_prob is None else chatter_prob),
     }
 
 
@@ -38,7 +63,7 @@ def _go_to_slot_0(env):
     for action in (NORTH, NORTH, WEST):
         obs, reward, *_ = env.step(action)
         assert reward == 0
-    assert env.agent_pos == (2, 1) and niche_cell(0) == (2, 0)
+    assert env.agent_pos == (2, 1) and niche_cell(0) == (2, 0) and front_cell(0) == (2, 1)
     return obs
 
 
@@ -58,6 +83,7 @@ def test_defaults_vocabulary_and_actions():
     env = InstructionEnv()
     obs, info = env.reset(seed=0)
     assert (env.n_rooms, env.n_characters, env.n_instructions, env.delay, env.max_steps) == (4, 8, 4, 300, 1000)
+    assert env.random_homes and (env.wrong_penalty, env.chatter_prob) == (0.1, 0.5)
     assert env.action_space.n == 4 + 8 and obs.shape == (3, 3, len(env.vocab)) and obs.dtype == np.int8
     roles = {"tell", *(f"to_{name}" for name in CHARACTERS), *(f"from_{name}" for name in CHARACTERS)}
     assert roles | set(CHARACTERS) | set(TOPICS) | {"cat", "agent", "wall", "door"} <= set(env.vocab)
@@ -78,11 +104,22 @@ def test_reset_is_deterministic_and_draws_valid_schedules():
         for key in a.layout:
             np.testing.assert_array_equal(a.layout[key], b.layout[key])
         layout, spacing = a.layout, (1000 - 300) // 5
-        assert len(set(layout["homes"])) == 8
+        assert len(set(layout["homes"])) == 8 and len(set(layout["targets"])) == 4
         assert np.all(layout["targets"] != layout["senders"])
         assert np.all(layout["times"] // spacing == np.arange(4))  # instruction k in [k S, (k + 1) S)
+        assert (layout["delay"], layout["wrong_penalty"], layout["chatter_prob"]) == (300, 0.1, 0.5)
         seen.add(tuple(layout["homes"]))
-    assert len(seen) == 100
+    assert len(seen) > 95  # 16384 placements: a rare repeat is a birthday coincidence
+
+
+def test_fixed_homes_are_one_map_spread_over_the_rooms():
+    env = InstructionEnv(n_rooms=2, n_characters=5, n_instructions=3, random_homes=False)
+    for seed in range(20):
+        env.reset(seed=seed)
+        np.testing.assert_array_equal(env.layout["homes"], [0, 4, 3, 7, 1])  # rooms 0, 1, 0, 1, 0
+    assert [niche_cell(slot) for slot in (0, 4, 3, 7, 1)] == [(2, 0), (8, 0), (4, 6), (10, 6), (4, 0)]
+    np.testing.assert_array_equal(fixed_homes(4, 8), [0, 4, 8, 12, 3, 7, 11, 15])  # two per room, opposite walls
+    np.testing.assert_array_equal(fixed_homes(1, 4), [0, 3, 1, 2])
 
 
 def test_an_instruction_shows_on_the_agent_cell_for_one_step_only():
@@ -97,59 +134,89 @@ def test_an_instruction_shows_on_the_agent_cell_for_one_step_only():
     assert all(cell == {"agent"} for t, cell in enumerate(cells) if t != 3)
 
 
-def test_the_target_is_away_for_delay_steps_then_the_right_speech_is_rewarded_once():
+def test_the_target_is_away_for_delay_steps_then_the_right_sender_is_rewarded_once():
     env = InstructionEnv(delay=20, **QUIET)
     env.reset(options={"layout": _layout(env, [5, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1])})
     obs = _go_to_slot_0(env)  # step count 3: the butler stands in slot 0, north of the agent
     assert _words(env, obs, 0, 1) == {"butler"}
     obs = _wait(env, 2)  # step count 5: the instruction, and the butler has left
     assert {"tell", "to_butler", "from_guard"} <= _words(env, obs) and _words(env, obs, 0, 1) == {"wall", "grey"}
-    for t in range(5, 25):  # away while 5 <= t < 25: speaking to the wall is wrong
+    for t in range(5, 25):  # away while 5 <= t < 25: speech to the empty niche does nothing
         obs, reward, _, _, info = env.step(_say("guard"))
-        assert reward == pytest.approx(-0.1) and info["instructions_wrong"] == t - 4
+        assert reward == 0 and info["instructions_wrong"] == 0
         assert _words(env, obs, 0, 1) == ({"butler"} if t + 1 == 25 else {"wall", "grey"})
     _, reward, terminated, _, info = env.step(_say("guard"))  # acting on step count 25 = 5 + delay
-    assert reward == 1 and not terminated and info["instructions_right"] == 1
-    _, reward, _, _, info = env.step(_say("guard"))  # executed: no longer pending
-    assert reward == pytest.approx(-0.1) and info["instructions_right"] == 1 and info["instructions_wrong"] == 21
+    assert reward == 1 and not terminated and info["instructions_right"] == 1 and env.right[0]
+    _, reward, _, _, info = env.step(_say("guard"))  # carried out: nothing is ready any more
+    assert reward == pytest.approx(-0.1) and info["instructions_right"] == 1 and info["instructions_wrong"] == 1
 
 
-def test_wrong_sender_wrong_target_and_nobody_are_penalised_and_the_instruction_stays_pending():
+def test_a_wrong_sender_fails_the_instruction_for_good():
     env = InstructionEnv(delay=2, wrong_penalty=0.5, **QUIET)
     env.reset(options={"layout": _layout(env, [0, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1])})
-    _, reward, *_ = env.step(_say("guard"))  # at the start, nobody is next to the agent
-    assert reward == -0.5
-    _go_to_slot_0(env)  # in front of the butler (slot 0)
-    for sender in ("cook", "merchant", "butler"):  # wrong senders
-        _, reward, *_ = env.step(_say(sender))
-        assert reward == -0.5
-    env.step(EAST)
-    env.step(EAST)  # (4, 1): in front of the guard (slot 1), who is not the target
+    _go_to_slot_0(env)  # step count 3: the butler is back and its instruction ready
+    assert env.ready(3) == [True, False, False, False]
+    _, reward, terminated, _, info = env.step(_say("cook"))
+    assert reward == -0.5 and not terminated and env.failed == [True, False, False, False]
+    assert info == {"instructions_received": 1, "instructions_right": 0, "instructions_wrong": 1}
+    _, reward, _, _, info = env.step(_say("guard"))  # the right sender, too late: nothing is ready
+    assert reward == -0.5 and info == {"instructions_received": 1, "instructions_right": 0, "instructions_wrong": 2}
+
+
+def test_speech_to_nobody_is_silent_and_to_a_character_with_nothing_ready_is_penalised():
+    env = InstructionEnv(delay=2, wrong_penalty=0.5, **QUIET)
+    env.reset(options={"layout": _layout(env, [40, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1])})
+    for action in range(4, 12):  # at the start, no niche is next to the agent
+        _, reward, *_ = env.step(action)
+        assert reward == 0
+    env.step(NORTH)
+    env.step(NORTH)
+    env.step(EAST)  # (4, 1): in front of slot 1, the guard, who is no target
     assert env.adjacent_character() == 1
-    _, reward, *_ = env.step(_say("guard"))
+    _, reward, *_ = env.step(_say("butler"))
     assert reward == -0.5
     env.step(WEST)
+    env.step(WEST)  # in front of the butler, whose instruction is not shown yet (step count 40)
+    _, reward, _, _, info = env.step(_say("guard"))
+    assert reward == -0.5 and info["instructions_wrong"] == 2 and not any(env.failed)
+    env.step(EAST)  # (3, 1) touches no niche: speech there is silent
+    _, reward, _, _, info = env.step(_say("guard"))
+    assert reward == 0 and info["instructions_wrong"] == 2
     env.step(WEST)
-    _, reward, _, _, info = env.step(_say("guard"))  # still pending: now right
-    assert reward == 1 and info == {"instructions_received": 1, "instructions_right": 1, "instructions_wrong": 5}
+    _wait(env, 42 - env.step_count)  # step count 42 = 40 + delay: the butler is back
+    _, reward, _, _, info = env.step(_say("guard"))  # the earlier speech did not spend its one attempt
+    assert reward == 1 and info == {"instructions_received": 1, "instructions_right": 1, "instructions_wrong": 2}
 
 
-def test_several_pending_instructions_are_executed_in_any_order_and_the_last_one_ends_the_episode():
+def test_the_episode_ends_once_every_instruction_is_resolved_right_or_wrong():
     env = InstructionEnv(n_instructions=3, delay=1, **QUIET)
-    env.reset(options={"layout": _layout(env, [1, 2, 3], [0, 1, 0], [2, 2, 2])})  # butler twice, guard once
+    env.reset(options={"layout": _layout(env, [1, 2, 3], [0, 1, 3], [2, 2, 2])})  # butler, guard, merchant
     _go_to_slot_0(env)
     _, reward, *_ = env.step(EAST)  # step count 4: all three received and back; (3, 1) touches no niche
     assert reward == 0 and env.adjacent_character() is None
-    env.step(EAST)  # in front of the guard
+    env.step(EAST)  # in front of the guard: carried out second of three, in any order
     _, reward, terminated, _, info = env.step(_say("cook"))
     assert reward == 1 and not terminated and info["instructions_right"] == 1
     env.step(WEST)
-    env.step(WEST)  # in front of the butler: two instructions pending for the same pair
+    env.step(WEST)  # in front of the butler
     _, reward, terminated, _, _ = env.step(_say("cook"))
-    assert reward == 1 and not terminated and env.executed == [True, True, False]  # the earliest first
-    _, reward, terminated, truncated, info = env.step(_say("cook"))
-    assert reward == 1 and terminated and not truncated
-    assert info == {"instructions_received": 3, "instructions_right": 3, "instructions_wrong": 0}
+    assert reward == 1 and not terminated and env.right == [True, True, False]
+    for action in (SOUTH, SOUTH, SOUTH, SOUTH, EAST, EAST):  # to (4, 5), in front of slot 3, the merchant
+        env.step(action)
+    assert env.adjacent_character() == 3
+    _, reward, terminated, truncated, info = env.step(_say("guard"))  # the wrong sender resolves the last one
+    assert reward == pytest.approx(-0.1) and terminated and not truncated
+    assert info == {"instructions_received": 3, "instructions_right": 2, "instructions_wrong": 1}
+
+
+def test_the_layout_carries_the_episodes_delay_penalty_and_chatter():
+    env = InstructionEnv(delay=300, **QUIET)
+    layout = _layout(env, [0, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1], delay=3, wrong_penalty=0.25)
+    obs, _ = env.reset(options={"layout": {**layout, "chatter_prob": np.array(1.0)}})
+    assert len(_words(env, obs)) == 6  # agent, the instruction's three words, a speaker and a topic
+    _go_to_slot_0(env)  # step count 3 = 0 + the layout's delay: back already
+    _, reward, *_ = env.step(_say("cook"))
+    assert reward == -0.25 and env.failed[0]
 
 
 def test_the_time_limit_truncates():
@@ -173,12 +240,7 @@ def test_cats_walk_the_room_border_and_the_agent_walks_over_them():
     walked_over = 0
     assert border_0[:6] == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (5, 2)] and len(set(border_0)) == 16
     for t in range(40):
-        cats = {
-            (x, y)
-            for x in range(env.width)
-            for y in range(env.height)
-            if env.grid.get(x, y) is not None and env.grid.get(x, y).type == "key"
-        }
+        cats = {(x, y) for x in range(env.width) for y in range(env.height) if isinstance(env.grid.get(x, y), Wanderer)}
         assert cats == {border_0[t % 16], border_2[(5 + t) % 16]}
         obs, *_ = env.step(NORTH if t < 2 else EAST if t < 4 else WEST)
         if env.agent_pos == border_0[(t + 1) % 16]:
@@ -195,16 +257,24 @@ def test_chatter_follows_the_fixed_table_and_never_uses_role_words():
         entry = (1020 + t) % 1024
         speaker, topic = CHARACTERS[env.chatter_speaker[entry]], TOPICS[env.chatter_topic[entry]]
         assert _words(env, obs) == {"agent", speaker, topic}
-    silent = InstructionEnv(chatter_prob=0.0)
-    assert np.all(silent.chatter_speaker == -1)
-    half = InstructionEnv().chatter_speaker
-    assert 0.4 < np.mean(half >= 0) < 0.6
+    half = InstructionEnv(chatter_prob=0.5, n_wanderers=0)
+    half.reset(options={"layout": _layout(half, [900, 910, 920, 930], [0, 1, 2, 3], [1, 2, 3, 4])})
+    spoke = []
+    for t in range(1, 800):
+        obs, *_ = half.step(EAST if t % 2 else WEST)
+        spoke.append(_words(half, obs) != {"agent"})
+        assert spoke[-1] == (half.chatter_draw[t % 1024] < 0.5)
+    assert 0.4 < np.mean(spoke) < 0.6
+    silent = InstructionEnv(chatter_prob=0.0, n_wanderers=0)
+    silent.reset(options={"layout": _layout(silent, [900, 910, 920, 930], [0, 1, 2, 3], [1, 2, 3, 4])})
+    assert all(_words(silent, silent.step(EAST)[0]) == {"agent"} for _ in range(99))
 
 
 def test_distractors_never_change_rewards_or_counters():
     """The same schedule and actions, with and without cats and chatter, earn the same rewards."""
-    noisy = InstructionEnv(n_rooms=1, n_characters=3, delay=4, max_steps=200, n_wanderers=6, chatter_prob=1.0)
-    quiet = InstructionEnv(n_rooms=1, n_characters=3, delay=4, max_steps=200, **QUIET)
+    small = {"n_rooms": 1, "n_characters": 3, "n_instructions": 3, "delay": 4, "max_steps": 200}
+    noisy = InstructionEnv(**small, n_wanderers=6, chatter_prob=1.0)
+    quiet = InstructionEnv(**small, **QUIET)
     rng = np.random.default_rng(0)
     rewards = {"right": 0, "wrong": 0}
     for _ in range(4):
@@ -216,12 +286,22 @@ def test_distractors_never_change_rewards_or_counters():
                     **layout,
                     "wanderer_rooms": np.zeros(0, dtype=np.int64),
                     "wanderer_phases": np.zeros(0, dtype=np.int64),
+                    "chatter_prob": np.array(0.0),
                 }
             }
         )
         for _ in range(200):
-            speak = quiet.adjacent_character() is not None and rng.random() < 0.7
-            action = int(rng.integers(4, 7)) if speak else int(rng.choice(4, p=[0.35, 0.15, 0.35, 0.15]))
+            listener, u = quiet.adjacent_character(), rng.random()
+            ready = quiet.ready(quiet.step_count)
+            senders = [
+                sender for (_, target, sender), r in zip(quiet.schedule, ready, strict=True) if r and target == listener
+            ]
+            if senders and u < 0.5:  # often right, so that rewards of every kind happen
+                action = 4 + senders[0]
+            elif u < (0.7 if listener is not None else 0.1):
+                action = int(rng.integers(4, 7))
+            else:
+                action = int(rng.choice(4, p=[0.35, 0.15, 0.35, 0.15]))
             step_noisy, step_quiet = noisy.step(action), quiet.step(action)
             assert step_noisy[1:] == step_quiet[1:] and noisy.agent_pos == quiet.agent_pos
             rewards["right"] += step_noisy[1] == 1
@@ -264,7 +344,9 @@ def test_ansi_shows_characters_by_initial_and_cats():
         ({"n_characters": 1}, r"n_characters must be an integer in \[2, 8\], got 1"),
         ({"n_characters": 9}, r"n_characters must be an integer in \[2, 8\], got 9"),
         ({"n_rooms": 1, "n_characters": 5}, r"n_characters must be an integer in \[2, 4\], got 5"),
-        ({"n_instructions": 0}, r"n_instructions must be an integer in \[1, inf\), got 0"),
+        ({"n_instructions": 0}, r"n_instructions must be an integer in \[1, 8\], got 0"),
+        ({"n_characters": 3, "n_instructions": 4}, r"n_instructions must be an integer in \[1, 3\], got 4"),
+        ({"random_homes": 1}, r"random_homes must be True or False, got 1"),
         ({"delay": 0}, r"delay must be an integer in \[1, 995\], got 0"),
         ({"delay": 996}, r"delay must be an integer in \[1, 995\], got 996"),
         ({"max_steps": 5}, r"max_steps must be an integer in \[6, inf\), got 5"),
@@ -279,9 +361,38 @@ def test_bad_parameters_raise(kwargs, message):
 
 
 def test_bad_actions_and_layouts_raise():
-    env = InstructionEnv()
+    env = InstructionEnv(**QUIET)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"action must be an integer in \[0, 11\], got 12"):
         env.step(12)
     with pytest.raises(ValueError, match=r"layout\['homes'\]"):
         env.reset(options={"layout": _layout(env, [1, 2, 3, 4], [0, 1, 2, 3], [1, 2, 3, 4], homes=[16] * 8)})
+    with pytest.raises(ValueError, match=r"layout\['targets'\] = .* must hold distinct values"):
+        env.reset(options={"layout": _layout(env, [1, 2, 3, 4], [0, 1, 0, 3], [1, 2, 3, 4])})
+    with pytest.raises(ValueError, match=r"layout\['times'\] = .* must hold distinct values"):
+        env.reset(options={"layout": _layout(env, [1, 2, 2, 4], [0, 1, 2, 3], [1, 2, 3, 4])})
+    with pytest.raises(ValueError, match=r"no instruction may come from its own target"):
+        env.reset(options={"layout": _layout(env, [1, 2, 3, 4], [0, 1, 2, 3], [1, 1, 3, 4])})
+    with pytest.raises(ValueError, match=r"layout\['delay'\]"):
+        env.reset(options={"layout": _layout(env, [1, 2, 3, 4], [0, 1, 2, 3], [1, 2, 3, 4], delay=996)})
+
+
+def test_the_picture_tells_characters_cats_and_empty_niches_apart():
+    env = InstructionEnv(n_rooms=2, n_characters=8, n_wanderers=1, chatter_prob=0.0, render_mode="rgb_array")
+    layout = _layout(env, [0, 200, 300, 400], [1, 2, 3, 4], [0, 0, 0, 0], wanderer_rooms=[1], wanderer_phases=[8])
+    obs, _ = env.reset(options={"layout": layout})  # the guard (slot 1) leaves at step 0
+    image, tile = env.render(), env.tile_size
+
+    def cell(x, y):
+        return image[y * tile : (y + 1) * tile, x * tile : (x + 1) * tile]
+
+    butler, wizard = cell(*niche_cell(0)), cell(*niche_cell(5))
+    assert env.characters[0].color == env.characters[5].color and not np.array_equal(butler, wizard)  # initials
+    cat = cell(*border_cells(1)[8])
+    assert all(not np.array_equal(cat, cell(*niche_cell(slot))) for slot in range(8))
+    away_guard, plain_wall = cell(*niche_cell(1)), cell(0, 0)
+    assert not np.array_equal(away_guard, plain_wall)  # drawn as the guard's empty niche ...
+    env.step(EAST)
+    env.step(NORTH)
+    obs, *_ = env.step(NORTH)  # (4, 1), in front of the guard's niche
+    assert _words(env, obs, 0, 1) == {"wall", "grey"}  # ... but it reads as a plain wall

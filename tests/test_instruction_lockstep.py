@@ -2,12 +2,13 @@
 
 The twin and N reference envs are driven in lockstep on the same episode layouts (each reference is
 reset with `twin.layout(i)` whenever env i starts an episode) and the same actions, from a random
-policy that peeks at the references' state: next to the target of a pending instruction it usually
-says the right sender, half the envs also say random senders (to characters or to nobody), else it
-walks, preferring north and south where the niches are. Observations, rewards, terminated,
-truncated, the instruction counters, final observations and episode statistics must be identical
-at every step; small parameters make right and wrong executions, completed and truncated episodes
-happen many times.
+policy that peeks at the references' state: next to the target of a ready instruction it usually
+says the right sender, half the envs also say random senders (to characters, failing instructions
+or finding nothing ready, or to nobody), else it walks, preferring north and south where the niches
+are. Observations, rewards, terminated, truncated, the instruction counters, final observations and
+episode statistics must be identical at every step; small parameters make right and wrong
+executions, failed instructions, completed and truncated episodes happen many times. A curriculum
+change (`set_task`) in the middle of a run must keep the twin and the references identical too.
 """
 
 import gymnasium as gym
@@ -25,22 +26,24 @@ COUNTERS = ("instructions_received", "instructions_right", "instructions_wrong")
 
 
 def policy(references, rng):
-    """Actions (N,) from the references' state: next to the target of a pending instruction, usually
-    say its sender, else often walk towards such a target (but not envs 0, 4, 8, ...); careless envs
-    (odd i) also say random senders, to characters or to nobody; else walk at random, mostly north-south."""
+    """Actions (N,) from the references' state: next to the target of a ready instruction, usually
+    say its sender (careless envs, odd i, less often: they also say random senders, to characters or
+    to nobody), else often walk towards such a target (but not envs 0, 4, 8, ...); else walk at
+    random, mostly north-south."""
     actions = []
     for i, reference in enumerate(references):
         t, u = reference.step_count, rng.random()
-        pending = [
+        ready = [
             (target, sender)
-            for (time, target, sender), done in zip(reference.schedule, reference.executed, strict=True)
-            if time <= t and not done
+            for (_, target, sender), is_ready in zip(reference.schedule, reference.ready(t), strict=True)
+            if is_ready
         ]
-        senders = [sender for target, sender in pending if target == reference.adjacent_character()]
-        present = [target for target, _ in pending if reference.present(t)[target]]
-        if senders and u < 0.8:
+        senders = [sender for target, sender in ready if target == reference.adjacent_character()]
+        present = [target for target, _ in ready]
+        careless = i % 2
+        if senders and u < (0.5 if careless else 0.8):
             actions.append(4 + senders[0])
-        elif i % 2 and (u < 0.1 or (reference.adjacent_character() is not None and u < 0.5)):
+        elif careless and (u < 0.1 or (reference.adjacent_character() is not None and u < 0.7)):
             actions.append(4 + int(rng.integers(reference.n_characters)))
         elif present and i % 4 and u < 0.9:
             actions.append(step_towards(reference, reference.niches[present[0]]))
@@ -60,9 +63,10 @@ def step_towards(reference, niche):
     return NORTH if front_y < y else SOUTH
 
 
-def run_lockstep(twin, references, steps, seed=0):
-    """Drive twin and references together; assert equality each step; return counts of what happened."""
-    counts = {"right": 0, "wrong": 0, "success": 0, "completed": 0, "truncated": 0}
+def run_lockstep(twin, references, steps, seed=0, curriculum=None):
+    """Drive twin and references together; assert equality each step; return counts of what happened.
+    `curriculum`: {step: task parameters} passed to `twin.set_task` before that step."""
+    counts = {"right": 0, "wrong": 0, "failed": 0, "silent": 0, "success": 0, "completed": 0, "truncated": 0}
     obs, info = twin.reset(seed=seed)
     obs, info = obs.cpu(), {key: value.cpu().numpy() for key, value in info.items()}
 
@@ -73,13 +77,18 @@ def run_lockstep(twin, references, steps, seed=0):
     returns = np.zeros(len(references), dtype=np.float32)
     rng = np.random.default_rng(seed)
     for step in range(steps):
+        if step in (curriculum or {}):
+            twin.set_task(**curriculum[step])
         actions = policy(references, rng)
         obs, reward, terminated, truncated, info = twin.step(actions.to(twin.device))
         obs = obs.cpu()
         reward, terminated, truncated = (value.cpu().numpy() for value in (reward, terminated, truncated))
         info = {key: value.cpu().numpy() for key, value in info.items()}
         for i, reference in enumerate(references):
+            failed_before = sum(reference.failed)
             ref_obs, ref_reward, ref_terminated, ref_truncated, ref_info = reference.step(int(actions[i]))
+            counts["failed"] += sum(reference.failed) - failed_before
+            counts["silent"] += int(actions[i] >= 4 and ref_reward == 0)
             where = f"step {step}, env {i}"
             assert np.float32(ref_reward) == reward[i], where
             assert (ref_terminated, ref_truncated) == (terminated[i], truncated[i]), where
@@ -105,12 +114,22 @@ def run_lockstep(twin, references, steps, seed=0):
 def test_instruction_twin_matches_the_reference(device):
     twin = BatchedInstructionEnv(32, device=device, **SMALL)
     counts = run_lockstep(twin, [InstructionEnv(**SMALL) for _ in range(32)], 320)  # 10,240 steps
-    assert counts["right"] > 300 and counts["wrong"] > 300
-    assert counts["completed"] > 20 and counts["success"] > 5 and counts["truncated"] > 20
-    two_rooms = {"n_rooms": 2, "delay": 30, "max_steps": 150, "chatter_prob": 0.9}
+    assert counts["right"] > 300 and counts["wrong"] > 600 and counts["failed"] > 30 and counts["silent"] > 100
+    assert counts["completed"] > 100 and counts["success"] > 20 and counts["truncated"] > 20
+    two_rooms = {"n_rooms": 2, "delay": 30, "max_steps": 150, "chatter_prob": 0.9, "random_homes": False}
     twin = BatchedInstructionEnv(16, device=device, **two_rooms)
     counts = run_lockstep(twin, [InstructionEnv(**two_rooms) for _ in range(16)], 160, seed=1)
-    assert counts["right"] > 20 and counts["wrong"] > 50 and counts["completed"] > 5 and counts["truncated"] > 2
+    assert counts["right"] > 20 and counts["wrong"] > 100 and counts["failed"] > 2
+    assert counts["completed"] > 5 and counts["truncated"] > 2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_instruction_twin_matches_the_reference_through_curriculum_changes(device):
+    twin = BatchedInstructionEnv(32, device=device, **SMALL)
+    curriculum = {100: {"delay": 12, "wrong_penalty": 0.35}, 200: {"delay": 2, "chatter_prob": 1.0}}
+    counts = run_lockstep(twin, [InstructionEnv(**SMALL) for _ in range(32)], 320, seed=3, curriculum=curriculum)
+    assert counts["right"] > 200 and counts["wrong"] > 300 and counts["completed"] > 60 and counts["truncated"] > 10
+    assert torch.all(twin.layouts["delay"] == 2) and torch.all(twin.layouts["chatter_prob"] == 1.0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -118,6 +137,33 @@ def test_instruction_twin_matches_the_reference_with_default_parameters(device):
     twin = BatchedInstructionEnv(8, device=device)
     counts = run_lockstep(twin, [InstructionEnv() for _ in range(8)], 400, seed=2)
     assert counts["right"] >= 2 and counts["wrong"] > 100  # the first targets return after 300 steps
+
+
+def test_set_task_changes_only_the_episodes_that_begin_after_it():
+    twin = BatchedInstructionEnv(16, **SMALL)  # delay 4, 60 steps
+    twin.reset(seed=0)
+    walk = torch.full((16,), NORTH)  # moves only: every episode runs to the time limit, all at once
+    for _ in range(10):
+        twin.step(walk)
+    twin.set_task(delay=9, wrong_penalty=0.5, chatter_prob=0.0)
+    for _ in range(49):  # the running episodes keep the values they began with
+        twin.step(walk)
+        assert torch.all(twin.layouts["delay"] == 4) and torch.all(twin.layouts["wrong_penalty"] == 0.1)
+    _, _, _, truncated, _ = twin.step(walk)
+    assert truncated.all()
+    assert torch.all(twin.layouts["delay"] == 9) and torch.all(twin.layouts["wrong_penalty"] == 0.5)
+    spacing = (60 - 9) // 4  # the schedule follows the new delay
+    assert torch.all(twin.layouts["times"] // spacing == torch.arange(3))
+    for i in range(16):  # the reference plays the twin's new episodes with their values
+        reference = InstructionEnv(**SMALL)
+        reference.reset(options={"layout": twin.layout(i)})
+        assert (reference.episode_delay, reference.episode_penalty, reference.episode_chatter_prob) == (9, 0.5, 0.0)
+    with pytest.raises(ValueError, match=r"cannot change n_rooms between episodes \(changeable: delay, wrong_penalty"):
+        twin.set_task(n_rooms=2)
+    with pytest.raises(ValueError, match=r"delay must be an integer in \[1, 56\], got 57"):
+        twin.set_task(delay=57)
+    with pytest.raises(ValueError, match=r"chatter_prob must be a number in \[0.0, 1.0\], got 2"):
+        twin.set_task(chatter_prob=2)
 
 
 def test_make_vec_gives_the_twin_with_the_reference_spaces():
