@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         train(trainer, world, run_dir)
     except RunStopped as error:
         if world.is_main:
-            print(f"error: {error}", file=sys.stderr)
+            tqdm.write(f"error: {error}", file=sys.stderr)  # on a line of its own, below the progress bar
         return 1
     finally:
         close_world(world)

@@ -149,7 +149,10 @@ def describe_checkpoint(payload: dict[str, Any]) -> str:
 def to_plain(value: Any) -> Any:
     """``value`` with every NumPy array turned into a tagged tensor and NumPy scalars into Python ones."""
     if isinstance(value, np.ndarray):
-        return {NDARRAY_TAG: torch.from_numpy(value.copy())}
+        # uint16 and uint32 (the NumPy RNG's key) widen to int64: torch's legacy serialisation, which
+        # all_gather_object uses, has no storage type for them
+        widened = value.astype(np.int64) if value.dtype in (np.uint16, np.uint32) else value.copy()
+        return {NDARRAY_TAG: torch.from_numpy(widened), "dtype": value.dtype.str}
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
@@ -162,8 +165,8 @@ def to_plain(value: Any) -> Any:
 def from_plain(value: Any) -> Any:
     """The inverse of ``to_plain``."""
     if isinstance(value, dict):
-        if set(value) == {NDARRAY_TAG}:
-            return value[NDARRAY_TAG].numpy().copy()
+        if NDARRAY_TAG in value:
+            return value[NDARRAY_TAG].numpy().astype(np.dtype(value["dtype"]))
         return {key: from_plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(from_plain(item) for item in value)

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from training.errors import RunStopped
 
+MAX_NAMED = 3  # non-finite scalars named in the message; the rest are counted
+
 
 class DivergenceError(RunStopped):
     """A loss, gradient norm or parameter became NaN or infinite."""
@@ -47,6 +49,8 @@ class DivergenceGuard:
         if finite.item():  # the one host sync
             return
         found = [f"{name} = {v.item():g}" for name, v in scalars.items() if not torch.isfinite(v).all()]
+        if len(found) > MAX_NAMED:
+            found = [*found[:MAX_NAMED], f"{len(found) - MAX_NAMED} more"]
         bad_parameters = [name for name, p in parameters.items() if not torch.isfinite(p.detach()).all()]
         if bad_parameters:
             found.append(f"{len(bad_parameters)} of {len(parameters)} parameter tensors (first: {bad_parameters[0]})")
