@@ -163,8 +163,9 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
 
     log = trainer.config["log"]
     total = trainer.config["train"]["steps"]
-    # Events past the checkpoint that a crashed run logged are dropped, so no step appears twice.
-    writer = SummaryWriter(run_dir, purge_step=trainer.global_step + 1) if world.is_main else None
+    # A resumed run drops the events past its checkpoint that the run before it logged: no step appears twice.
+    purge_step = trainer.global_step + 1 if trainer.updates else None
+    writer = SummaryWriter(run_dir, purge_step=purge_step) if world.is_main else None
     if world.is_main:
         compiling = " (compiles once, on the first update: about 30 s)" if "compiled" in trainer.acting_mode else ""
         print(f"acting step: {trainer.acting_mode}{compiling}", flush=True)

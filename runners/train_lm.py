@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--logdir",
         help="TensorBoard logs, checkpoint.pt and summary.json (default runs/lm/TASK-MODEL); a new run never shares "
-        "one: when LOGDIR exists without a checkpoint (another run's), it writes to LOGDIR-2, LOGDIR-3, ...",
+        "one: when LOGDIR exists (another run's), it writes to LOGDIR-2, LOGDIR-3, ...",
     )
     parser.add_argument("--resume", action="store_true", help="continue from LOGDIR/checkpoint.pt")
     args = parser.parse_args(argv)
@@ -307,8 +307,6 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
         stream.load_state_dict(from_plain(local["stream"]))
         state = local["memory"].to(device)
         restore_rng_states(local["rng"])
-    elif checkpoint_path.exists():
-        raise ValueError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --logdir")
 
     stop = args.steps or training["steps"]
     if stop < step:
@@ -318,10 +316,11 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
     elif world.is_main:
         claimed = create_run_directory(args.logdir.parent, args.logdir.name)
         if claimed != args.logdir:
-            print(f"note: {args.logdir} is another run's; this run writes to {claimed}", file=sys.stderr)
+            print(f"note: {args.logdir} holds another run (--resume continues it); this one writes to {claimed}",
+                  file=sys.stderr)
         args.logdir, checkpoint_path = claimed, claimed / "checkpoint.pt"
-    # Events past the checkpoint that a crashed run logged are dropped, so no step appears twice.
-    writer = SummaryWriter(args.logdir, purge_step=step + 1) if world.is_main else None
+    # A resumed run drops the events past its checkpoint that the run before it logged: no step appears twice.
+    writer = SummaryWriter(args.logdir, purge_step=step + 1 if args.resume else None) if world.is_main else None
     progress = tqdm(total=stop, initial=step, disable=not world.is_main, desc=f"{args.task}/{args.model}")
     totals = torch.zeros(3, device=device)  # nll, correct, count since the last log
     memory_sum = torch.zeros(model.memory.n_layers, device=device)  # summed per-layer memory sizes

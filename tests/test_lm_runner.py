@@ -140,8 +140,11 @@ def test_bad_input_stops_with_a_clear_message(tmp_path, text_file, capsys):
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         train_lm.main(arguments(tmp_path, "copy", "lstm", "--resume", name="fresh"))
     train_lm.main(arguments(tmp_path, "copy", "lstm", name="done"))
-    with pytest.raises(ValueError, match="pass --resume"):
-        train_lm.main(arguments(tmp_path, "copy", "lstm", name="done"))
+    first = (tmp_path / "done" / "checkpoint.pt").read_bytes()
+    train_lm.main(arguments(tmp_path, "copy", "lstm", name="done"))  # a new run never writes into another's logdir
+    assert "done holds another run (--resume continues it); this one writes to " in capsys.readouterr().err
+    assert (tmp_path / "done" / "checkpoint.pt").read_bytes() == first
+    assert (tmp_path / "done-2" / "checkpoint.pt").is_file()
     with pytest.raises(ValueError, match="config the checkpoint was trained with"):
         train_lm.main(arguments(tmp_path, "copy", "lstm", "--resume", "--set", "training.lr=0.1", name="done"))
 
