@@ -149,8 +149,8 @@ def metrics(metric: str, nll: float, correct: float, count: float) -> dict[str, 
     scored (a copy split too short to reach a query), where 0.0 would read as a result."""
     if count == 0:
         return {"loss": None, metric: None}
-    loss = nll / max(count, 1.0)
-    values = {"loss": loss, "bpc": loss / math.log(2), "accuracy": correct / max(count, 1.0)}
+    loss = nll / count
+    values = {"loss": loss, "bpc": loss / math.log(2), "accuracy": correct / count}
     values["error"] = 1.0 - values["accuracy"]
     return {"loss": loss, metric: values[metric]}
 

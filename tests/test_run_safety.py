@@ -322,6 +322,20 @@ def test_agent_bad_values_and_paths_stop_before_anything_is_written(tmp_path, ca
     assert not (tmp_path / "runs").exists() and a_file.is_file()
 
 
+def test_an_unwritable_logdir_is_one_line(tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # a folder this user may not write in (a test running as root may write anywhere, so os.access says so)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    with pytest.raises(SystemExit):
+        train_agent.main(["--env", "corridor", *AGENT_TINY, "--logdir", str(locked / "runs")])
+    assert f"--logdir '{locked / 'runs'}': no permission to write in '{locked}'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no permission to write in"):
+        train_lm.main(lm_args(locked / "run"))
+    assert list(locked.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
