@@ -29,6 +29,14 @@ class EpisodeStats:
             if name in info:
                 self.sums[name] += info[name] * done_f
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The sums since the last read: a resumed run's next read then equals the uninterrupted run's."""
+        return {name: tensor.clone() for name, tensor in self.sums.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for name, tensor in self.sums.items():
+            tensor.copy_(state[name])
+
     def read(self) -> dict[str, float] | None:
         """Means over the episodes finished since the last read (None if none finished), then start afresh.
 

@@ -200,11 +200,13 @@ class Trainer:
         return metrics, record
 
     def rank_state(self) -> dict[str, Any]:
-        """What differs between ranks: env, memory carry and RNG states."""
+        """What differs between ranks: env, memory carry, RNG states and the episode statistics not yet logged."""
+        carry = {"obs": self.carry.obs, "first": self.carry.first, "state": self.carry.state}  # weights_only-safe
         return {
             "env": self.env.state_dict(),
-            "carry": self.carry,
+            "carry": carry,
             "rng": rng_states(),
+            "stats": self.stats.state_dict(),
             "curriculum": self.curriculum.state_dict(),
         }
 
@@ -240,6 +242,7 @@ class Trainer:
         self.curriculum.load_state_dict(rank["curriculum"])
         carry = rank["carry"]
         device = self.world.device
-        self.carry = Carry(obs=carry.obs.to(device), first=carry.first.to(device), state=carry.state.to(device))
+        self.carry = Carry(**{name: value.to(device) for name, value in carry.items()})
         restore_rng_states(rank["rng"])
+        self.stats.load_state_dict(rank["stats"])
         self.updates = payload["updates"]

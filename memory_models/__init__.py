@@ -44,7 +44,18 @@ def build(name: str, **config: object) -> MemoryModel:
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for memory model {name!r}; valid options: {', '.join(options)}"
         )
+    check_common_options(config)
     return model_class(name)(**config)
+
+
+def check_common_options(config: dict[str, object]) -> None:
+    """ValueErrors for the options every model shares, before a bad one fails deep inside a model as a traceback."""
+    for key in ("d_model", "n_layers", "n_heads"):
+        if key in config and (isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1):
+            raise ValueError(f"{key} must be an integer of at least 1, got {config[key]!r}")
+    dropout = config.get("dropout", 0.0)
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
 
 
 __all__ = ["MODEL_NAMES", "MemoryModel", "MemoryRecord", "MemoryState", "build", "model_class", "model_options"]

@@ -92,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         _check_positive(parser, args, name)
     for name in ("horizons", "block", "segment_len", "num_slots", "vocab", "threads"):
         _check_positive(parser, args, name)
+    if args.d_model % args.n_heads:
+        parser.error(f"--d-model ({args.d_model}) must be divisible by --n-heads ({args.n_heads})")
     return args
 
 

@@ -15,7 +15,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from training.paths import PathError, check_writable_file  # noqa: E402
 
 PANELS = {
     "episode/success": "success rate",
@@ -56,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     labels = args.labels or [run.name for run in args.runs]
     if len(labels) != len(args.runs):
         parser.error(f"--labels needs one name per run: {len(args.runs)} runs, {len(labels)} labels")
+    formats = FigureCanvasBase.get_supported_filetypes()  # what savefig can write, by extension
+    if args.out.suffix.lstrip(".").lower() not in formats:
+        parser.error(f"--out must end in one of {', '.join('.' + f for f in sorted(formats))}, got {str(args.out)!r}")
+    try:
+        check_writable_file(args.out, "--out")
+    except PathError as error:
+        parser.error(str(error))
     for run in args.runs:
         if not list(run.glob("events.out.tfevents.*")):
             parser.error(f"{str(run)!r} holds no TensorBoard event files")

@@ -12,10 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from agents.checkpoints import load_agent_checkpoint, load_policy_weights
 from agents.envs import make_reference_env
 from agents.rollout_video import check_animation_path, play_episodes, write_animation
 from agents.trainer import EVAL_SEED_OFFSET, build_policy
-from training.checkpoint import load_checkpoint
+from training.paths import check_writable_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,15 +42,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")
     try:
         check_animation_path(args.out)
-        payload = load_checkpoint(args.checkpoint)
+        check_writable_file(args.out, "--out")
+        payload = load_agent_checkpoint(args.checkpoint)
+        config, env_name = payload["config"], payload["env_name"]
+        spaces_env = make_reference_env(env_name, **config["env"])
+        policy = build_policy(
+            spaces_env.observation_space.shape[-1], int(spaces_env.action_space.n), payload["model_name"], config
+        )
+        load_policy_weights(policy, payload, args.checkpoint)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    config, env_name = payload["config"], payload["env_name"]
-    spaces_env = make_reference_env(env_name, **config["env"])
-    policy = build_policy(
-        spaces_env.observation_space.shape[-1], int(spaces_env.action_space.n), payload["model_name"], config
-    )
-    policy.load_state_dict(payload["policy"])
     frames = play_episodes(policy, env_name, config["env"], args.episodes, EVAL_SEED_OFFSET + args.seed)
     write_animation(frames, args.out)
     print(f"wrote {len(frames)} frames to {args.out}")

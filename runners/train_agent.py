@@ -22,17 +22,23 @@ import torch
 from tqdm import tqdm
 
 import memory_models
+from agents.checkpoints import check_resume_steps, load_agent_checkpoint, resume_trainer
+from agents.config_checks import check_agent_config
 from agents.envs import ENV_IDS
 from agents.evaluation import evaluate
 from agents.rollout_video import play_episodes, write_animation
 from agents.trainer import EVAL_SEED_OFFSET, Trainer
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import remove_stale_temps, save_checkpoint
 from training.config import ConfigError, resolve
 from training.distributed import World, close_world, init_world
+from training.divergence import DivergenceGuard
+from training.errors import RunStopped
+from training.paths import check_writable_dir, create_run_directory
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_MODEL = "expire_span"
 CHECKPOINT_NAME = "checkpoint.pt"
+DEFAULT_LOGDIR = Path("runs")
 
 
 def preset_path(env: str) -> Path:
@@ -68,13 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_directory(logdir: Path, env: str, model: str, seed: int) -> Path:
+    """Create the run's own directory (atomically: a run started at the same second gets a ``-2`` suffix)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = logdir / f"{env}-{model}-seed{seed}-{stamp}"
-    run_dir, suffix = base, 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = base.with_name(f"{base.name}-{suffix}")
-    return run_dir
+    return create_run_directory(logdir, f"{env}-{model}-seed{seed}-{stamp}")
+
+
+def divergence_guard(trainer: Trainer, checkpoint: Path) -> DivergenceGuard:
+    train = trainer.config["train"]
+    cause = (
+        f"the learning rate (train.lr = {train['lr']:g}) is too high, or the gradient clip "
+        f"(train.grad_clip = {train['grad_clip']:g}) too loose, for these settings"
+    )
+    return DivergenceGuard(checkpoint, cause, distributed=trainer.world.distributed)
 
 
 def resume_disagreement(args: argparse.Namespace, payload: dict) -> str | None:
@@ -121,7 +132,7 @@ def lookup(config: dict, dotted: str) -> object:
 def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Trainer, World]:
     """Check every input and build the trainer; any bad input stops here, before anything is written."""
     try:
-        payload = load_checkpoint(args.resume) if args.resume else None
+        payload = load_agent_checkpoint(args.resume) if args.resume else None
         if args.eval is not None and (payload is None or args.eval < 1):
             parser.error(f"--eval needs --resume CHECKPOINT and at least 1 episode, got {args.eval}")
         if payload is None and args.env is None:
@@ -132,6 +143,7 @@ def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Tr
                 parser.error(f"--resume: {disagreement}")
             env, model, seed = payload["env_name"], payload["model_name"], payload["seed"]
             config = payload["config"]
+            check_resume_steps(payload, args.steps)
         else:
             env, model, seed = args.env, args.model or DEFAULT_MODEL, 0 if args.seed is None else args.seed
             config = resolve(preset_path(env), args.config, args.set)
@@ -139,10 +151,15 @@ def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Tr
             if args.steps < 1:
                 parser.error(f"--steps must be at least 1, got {args.steps}")
             config["train"]["steps"] = args.steps
+        check_agent_config(config)
+        if args.eval is None and args.resume:  # an evaluation writes nothing
+            check_writable_dir(args.resume.parent, "--resume")
+        elif args.eval is None:
+            check_writable_dir(args.logdir or DEFAULT_LOGDIR, "--logdir")
         world = init_world(args.device)
         trainer = Trainer(env, model, config, world, seed)
         if payload is not None:
-            trainer.load_checkpoint_payload(payload)
+            resume_trainer(trainer, payload, args.resume)
     except (ConfigError, ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     return trainer, world
@@ -196,7 +213,9 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
 
     log = trainer.config["log"]
     total = trainer.config["train"]["steps"]
-    writer = SummaryWriter(run_dir) if world.is_main else None
+    # A resumed run drops the events past its checkpoint that the run before it logged: no step appears twice.
+    purge_step = trainer.global_step + 1 if trainer.updates else None
+    writer = SummaryWriter(run_dir, purge_step=purge_step) if world.is_main else None
     if world.is_main:
         compiling = " (compiles once, on the first update: about 30 s)" if "compiled" in trainer.acting_mode else ""
         print(f"acting step: {trainer.acting_mode}{compiling}", flush=True)
@@ -204,8 +223,10 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
     checkpoint = run_dir / CHECKPOINT_NAME
     evaluating = writer is not None and log["eval_episodes"] > 0
     interval_start = time.perf_counter()
+    guard = divergence_guard(trainer, checkpoint)
     while trainer.global_step < total:
         metrics, record = trainer.update()
+        guard.check(trainer.global_step, metrics, trainer.policy)
         bar.update(trainer.steps_per_update)
         if trainer.updates % log["every_updates"] == 0:
             episodes = trainer.stats.read()
@@ -258,10 +279,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.resume:
         run_dir = args.resume.parent  # a resumed run goes on logging beside its checkpoint
+        if world.is_main:
+            remove_stale_temps(args.resume)
+    elif world.is_main:
+        run_dir = run_directory(args.logdir or DEFAULT_LOGDIR, trainer.env_name, trainer.model_name, trainer.seed)
     else:
-        run_dir = run_directory(args.logdir or Path("runs"), trainer.env_name, trainer.model_name, trainer.seed)
+        run_dir = args.logdir or DEFAULT_LOGDIR  # only rank 0 writes
     try:
         train(trainer, world, run_dir)
+    except RunStopped as error:
+        if world.is_main:
+            tqdm.write(f"error: {error}", file=sys.stderr)  # on a line of its own, below the progress bar
+        return 1
     finally:
         close_world(world)
     return 0

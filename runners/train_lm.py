@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import random
 import resource
@@ -41,9 +40,23 @@ from memory_models.mrbp import Segment, memory_replay_backward
 from sequence_tasks.batch import Batch, BlockStream
 from sequence_tasks.language_model import SequenceModel, masked_loss
 from sequence_tasks.tasks import TASK_NAMES, Task, build_task
-from training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from training import strict_json
+from training.checkpoint import (
+    CheckpointError,
+    describe_checkpoint,
+    from_plain,
+    load_checkpoint,
+    remove_stale_temps,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+    to_plain,
+)
 from training.config import resolve
 from training.distributed import World, close_world, init_world
+from training.divergence import DivergenceGuard
+from training.errors import RunStopped
+from training.paths import check_writable_dir, create_run_directory
 
 PRESETS = {
     "text": "lm_text_quick.toml",
@@ -70,7 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--steps", type=int, help="stop after this many updates (default training.steps, the length of the LR schedule)"
     )
     parser.add_argument(
-        "--logdir", help="TensorBoard logs, checkpoint.pt and summary.json (default runs/lm/TASK-MODEL)"
+        "--logdir",
+        help="TensorBoard logs, checkpoint.pt and summary.json (default runs/lm/TASK-MODEL); a new run never shares "
+        "one: when LOGDIR exists (another run's), it writes to LOGDIR-2, LOGDIR-3, ...",
     )
     parser.add_argument("--resume", action="store_true", help="continue from LOGDIR/checkpoint.pt")
     args = parser.parse_args(argv)
@@ -129,10 +144,13 @@ def average_gradients(model: torch.nn.Module, world: World) -> None:
             parameter.grad /= world.world_size
 
 
-def metrics(metric: str, nll: float, correct: float, count: float) -> dict[str, float]:
-    """The mean loss in nats and the task's metric from summed statistics."""
-    loss = nll / max(count, 1.0)
-    values = {"loss": loss, "bpc": loss / math.log(2), "accuracy": correct / max(count, 1.0)}
+def metrics(metric: str, nll: float, correct: float, count: float) -> dict[str, float | None]:
+    """The mean loss in nats and the task's metric from summed statistics; None for both when no position was
+    scored (a copy split too short to reach a query), where 0.0 would read as a result."""
+    if count == 0:
+        return {"loss": None, metric: None}
+    loss = nll / count
+    values = {"loss": loss, "bpc": loss / math.log(2), "accuracy": correct / count}
     values["error"] = 1.0 - values["accuracy"]
     return {"loss": loss, metric: values[metric]}
 
@@ -184,6 +202,12 @@ def check_training(task: str, training: dict[str, Any]) -> None:
     for key in ("batch_size", "block", "steps", "log_every", "mrbp_horizon"):
         if training[key] < 1:
             raise ValueError(f"training.{key} must be at least 1, got {training[key]}")
+    for key in ("warmup", "eval_every", "eval_blocks", "checkpoint_every"):
+        if training[key] < 0:
+            raise ValueError(f"training.{key} must be 0 or more, got {training[key]}")
+    for key in ("lr", "clip"):
+        if training[key] <= 0:
+            raise ValueError(f"training.{key} must be positive, got {training[key]}")
     if task in ("copy", "collision") and training["eval_blocks"] < 1:
         raise ValueError(f"training.eval_blocks must be at least 1 for --task {task} (its data is endless)")
 
@@ -200,7 +224,8 @@ def log_interval(
 ) -> None:
     """TensorBoard: the task metric, memory size per layer, expire-span histograms, time and peak memory."""
     for name, value in values.items():
-        writer.add_scalar(f"train/{name}", value, step)
+        if value is not None:
+            writer.add_scalar(f"train/{name}", value, step)
     for layer, size in enumerate(sizes):
         writer.add_scalar(f"memory/size_layer{layer}", size, step)
     if record.spans is not None:
@@ -209,6 +234,22 @@ def log_interval(
     writer.add_scalar("train/lr", lr, step)
     writer.add_scalar("perf/time_per_batch_ms", batch_ms, step)
     writer.add_scalar("perf/peak_memory_mb", peak_memory_mb(device), step)
+
+
+CHECKPOINT_KEYS = ("task", "model_name", "step", "config", "model", "optimizer", "scheduler", "world_size", "ranks")
+
+
+def load_lm_checkpoint(path: Path, device: torch.device, task: str, model: str) -> dict[str, Any]:
+    """The train_lm.py checkpoint at ``path`` of ``--task task --model model``; a CheckpointError line for any other."""
+    checkpoint = load_checkpoint(path, map_location=device)
+    if not set(CHECKPOINT_KEYS) <= set(checkpoint):
+        raise CheckpointError(f"{str(path)!r} is {describe_checkpoint(checkpoint)}, not a train_lm.py checkpoint")
+    if (checkpoint["task"], checkpoint["model_name"]) != (task, model):
+        raise CheckpointError(
+            f"{str(path)!r} is a --task {checkpoint['task']} --model {checkpoint['model_name']} checkpoint; "
+            f"resume it with those, not --task {task} --model {model}"
+        )
+    return checkpoint
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -230,6 +271,7 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
     """Train (or resume) to ``args.steps``, evaluate on valid and test; return the model and the summary."""
     training, device = config["training"], world.device
     check_training(args.task, training)
+    check_writable_dir(args.logdir, "--logdir")
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -251,7 +293,7 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
 
     step, checkpoint_path = 0, args.logdir / "checkpoint.pt"
     if args.resume:
-        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
+        checkpoint = load_lm_checkpoint(checkpoint_path, device, args.task, args.model)
         if checkpoint["config"] != config:
             raise ValueError(f"--resume needs the config the checkpoint was trained with: {checkpoint['config']}")
         if checkpoint["world_size"] != world.world_size:
@@ -262,19 +304,37 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         step, local = checkpoint["step"], checkpoint["ranks"][world.rank]
-        stream.load_state_dict(local["stream"])
+        stream.load_state_dict(from_plain(local["stream"]))
         state = local["memory"].to(device)
         restore_rng_states(local["rng"])
-    elif checkpoint_path.exists():
-        raise ValueError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --logdir")
 
     stop = args.steps or training["steps"]
-    writer = SummaryWriter(args.logdir, purge_step=step) if world.is_main else None
+    if stop < step:
+        raise ValueError(f"--steps {stop} is below the checkpoint's step {step}: the run is already past it")
+    if world.is_main and args.resume:
+        remove_stale_temps(checkpoint_path)
+    elif world.is_main:
+        claimed = create_run_directory(args.logdir.parent, args.logdir.name)
+        if claimed != args.logdir:
+            print(f"note: {args.logdir} holds another run (--resume continues it); this one writes to {claimed}",
+                  file=sys.stderr)
+        args.logdir, checkpoint_path = claimed, claimed / "checkpoint.pt"
+    # A resumed run drops the events past its checkpoint that the run before it logged: no step appears twice.
+    writer = SummaryWriter(args.logdir, purge_step=step + 1 if args.resume else None) if world.is_main else None
     progress = tqdm(total=stop, initial=step, disable=not world.is_main, desc=f"{args.task}/{args.model}")
     totals = torch.zeros(3, device=device)  # nll, correct, count since the last log
     memory_sum = torch.zeros(model.memory.n_layers, device=device)  # summed per-layer memory sizes
     run_memory_sum, run_steps, last_sizes = torch.zeros_like(memory_sum), 0, []
     interval_start, interval_steps, run_time = time.perf_counter(), 0, 0.0
+    if args.resume:  # the interval being summed when the checkpoint was written, so the next log is exact
+        log = checkpoint["ranks"][world.rank]["log"]
+        totals, memory_sum, run_memory_sum = (log[key].to(device) for key in ("totals", "memory_sum", "run_memory"))
+        interval_steps, run_steps, run_time, last_sizes = (log[key] for key in ("steps", "run_steps", "time", "sizes"))
+    cause = (
+        f"the learning rate (training.lr = {training['lr']:g}) is too high, or the gradient clip "
+        f"(training.clip = {training['clip']:g}) too loose, for these settings"
+    )
+    guard = DivergenceGuard(checkpoint_path, cause, distributed=world.distributed)
     while step < stop:
         batches = [stream.next_block().to(device) for _ in range(horizon)]
         if replay:
@@ -283,11 +343,12 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
                 average_gradients(model, world)
         else:
             state, record, stats = plain_step(ddp, batches[0], state)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), training["clip"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training["clip"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
+        guard.check(step, {"summed nll": stats["nll"], "grad norm": grad_norm}, model)
         interval_steps += 1
         totals += torch.stack([stats["nll"], stats["correct"], stats["count"]])
         memory_sum += record.memory_size.detach()
@@ -316,13 +377,18 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
             interval_start = time.perf_counter()
         if step == stop or (training["checkpoint_every"] > 0 and step % training["checkpoint_every"] == 0):
             payload = {
+                "task": args.task,
+                "model_name": args.model,
                 "step": step,
                 "config": config,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
             }
-            local = {"rng": rng_states(), "stream": stream.state_dict(), "memory": state.to("cpu")}
+            log = {"totals": totals.cpu(), "memory_sum": memory_sum.cpu(), "run_memory": run_memory_sum.cpu()}
+            log.update(steps=interval_steps, run_steps=run_steps, time=run_time, sizes=last_sizes)
+            local = {"rng": rng_states(), "stream": to_plain(stream.state_dict()), "memory": state.to("cpu")}
+            local["log"] = log
             save(checkpoint_path, payload, local, world)
             interval_start = time.perf_counter()
     progress.close()
@@ -342,15 +408,18 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
     if writer is not None:
         for split in ("valid", "test"):
             for name, value in summary[split].items():
-                writer.add_scalar(f"{split}/{name}", value, step)
+                if value is not None:
+                    writer.add_scalar(f"{split}/{name}", value, step)
+            if summary[split]["loss"] is None:
+                print(f"note: the {split} evaluation scored no position; raise training.eval_blocks", file=sys.stderr)
         writer.close()
-        (args.logdir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps(summary))
+        (args.logdir / "summary.json").write_text(strict_json.dumps(summary, indent=2))
+        print(strict_json.dumps(summary))
     return model, summary
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError) as error:  # bad input: a clear message, not a traceback
+    except (ValueError, FileNotFoundError, RunStopped) as error:  # a clear message, not a traceback
         sys.exit(f"error: {error}")

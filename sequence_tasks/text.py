@@ -70,6 +70,11 @@ def split_by_fractions(data: np.ndarray, valid_fraction: float, test_fraction: f
     if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
         raise DataError("valid_fraction and test_fraction must lie in (0, 1) and sum to less than 1")
     n_valid, n_test = int(len(data) * valid_fraction), int(len(data) * test_fraction)
+    if min(n_valid, n_test) == 0:
+        raise DataError(
+            f"the data has {len(data)} bytes: data.valid_fraction {valid_fraction:g} and data.test_fraction "
+            f"{test_fraction:g} of it leave {n_valid} and {n_test} bytes; use a larger file or larger fractions"
+        )
     return split_by_sizes(data, len(data) - n_valid - n_test, n_valid, n_test)
 
 

@@ -70,7 +70,7 @@ def test_resumed_run_continues_exactly_as_the_uninterrupted_run(tmp_path):
     for table in ("tensors", "layouts"):
         for key, value in whole_env[table].items():
             assert torch.equal(value, resumed_env[table][key]), key
-    assert torch.equal(whole["ranks"][0]["carry"].obs, resumed["ranks"][0]["carry"].obs)
+    assert torch.equal(whole["ranks"][0]["carry"]["obs"], resumed["ranks"][0]["carry"]["obs"])
 
 
 def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
@@ -79,9 +79,9 @@ def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
     assert payload["config"]["train"]["num_envs"] == 2 and payload["world_size"] == 1
     assert payload["optimizer"]["state"], "the optimiser's moments are saved"
     rank = payload["ranks"][0]
-    assert set(rank) == {"env", "carry", "rng", "curriculum"}
+    assert set(rank) == {"env", "carry", "rng", "stats", "curriculum"}
     assert set(rank["rng"]) >= {"python", "numpy", "torch"}
-    assert rank["carry"].obs.shape[0] == 2 and rank["carry"].state.hidden.shape == (2, 2, 16)
+    assert rank["carry"]["obs"].shape[0] == 2 and rank["carry"]["state"].hidden.shape == (2, 2, 16)
     assert "generator" in rank["env"]
 
 

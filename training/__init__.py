@@ -1,1 +1,1 @@
-"""Pieces every runner shares: configs with validated overrides, atomic checkpoints, torchrun set-up."""
+"""Pieces every runner shares: validated configs, atomic data-only checkpoints, divergence stop, path checks."""

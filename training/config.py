@@ -8,6 +8,7 @@ type, stops the run at once with a message naming the key and the valid choices.
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,23 @@ class ConfigError(ValueError):
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory; give the path of a .toml file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {str(path)!r} is not a text (UTF-8) TOML file: byte {error.start} cannot be decoded"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from error
 
 
 def _check_type(key: str, default: Any, value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if isinstance(default, bool) or isinstance(value, bool):
         if type(default) is not type(value):
             raise ConfigError(f"{key} must be {type(default).__name__}, got {value!r}")
