@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from agents.acting import ActingStep, autocast, sample_actions
 from agents.episode_stats import EpisodeStats
-from memory_models import MemoryRecord, MemoryState
+from memory_models import MemoryRecord, MemoryState, clamp_parameters
 
 
 @dataclasses.dataclass
@@ -177,6 +177,7 @@ class A2C:
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip)
         self.optimizer.step()
+        clamp_parameters(self.policy)  # Adaptive-Span's span ratios back into [0, 1], as the authors do
         return {
             "loss/policy": policy_loss.detach(),
             "loss/value": value_loss.detach(),

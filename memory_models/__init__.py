@@ -1,12 +1,15 @@
 """Pluggable memory models behind one interface (see ``memory_models/base.py``).
 
 ``build(name, **config)`` returns a ``MemoryModel``; ``MODEL_NAMES`` lists the valid names.
+``clamp_parameters(module)`` belongs after every optimiser step of a loop that trains one.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+
+from torch import nn
 
 from memory_models.base import MemoryModel, MemoryRecord, MemoryState
 
@@ -47,4 +50,24 @@ def build(name: str, **config: object) -> MemoryModel:
     return model_class(name)(**config)
 
 
-__all__ = ["MODEL_NAMES", "MemoryModel", "MemoryRecord", "MemoryState", "build", "model_class", "model_options"]
+def clamp_parameters(module: nn.Module) -> None:
+    """Call ``clamp_parameters()`` of every memory model inside ``module`` (a policy, a DDP wrapper, the model).
+
+    Training loops call this after each optimiser step: Adaptive-Span's span ratios go back into [0, 1]
+    there, as in the authors' code; for the other models it does nothing.
+    """
+    for child in module.modules():
+        if isinstance(child, MemoryModel):
+            child.clamp_parameters()
+
+
+__all__ = [
+    "MODEL_NAMES",
+    "MemoryModel",
+    "MemoryRecord",
+    "MemoryState",
+    "build",
+    "clamp_parameters",
+    "model_class",
+    "model_options",
+]

@@ -285,6 +285,7 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
             state, record, stats = plain_step(ddp, batches[0], state)
         torch.nn.utils.clip_grad_norm_(model.parameters(), training["clip"])
         optimizer.step()
+        memory_models.clamp_parameters(model)  # Adaptive-Span's span ratios back into [0, 1], as the authors do
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
