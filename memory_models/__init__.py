@@ -17,6 +17,7 @@ from memory_models.base import MemoryModel, MemoryRecord, MemoryState
 _REGISTRY = {
     "none": "memory_models.feedforward:FeedForward",
     "lstm": "memory_models.lstm:LSTMMemory",
+    "gru": "memory_models.gru:GRUMemory",
     "transformer_xl": "memory_models.transformer_xl:TransformerXL",
     "expire_span": "memory_models.expire_span:ExpireSpan",
     "adaptive_span": "memory_models.adaptive_span:AdaptiveSpan",

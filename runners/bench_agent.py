@@ -1,6 +1,6 @@
 """End-to-end agent throughput: acting, env and learning of the training loop, per memory model.
 
-    python -m runners.bench_agent          # quick Corridor preset on CPU: expire_span, transformer_xl, lstm, none
+    python -m runners.bench_agent          # quick Corridor preset on CPU: expire_span, transformer_xl, lstm, gru, none
     python -m runners.bench_agent --device cuda --config configs/corridor.toml --num-envs 1024 --bf16
     python -m runners.bench_agent --models expire_span --set train.compile_acting=false
 
@@ -35,7 +35,7 @@ PHASES = ("acting", "env", "learning")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", choices=tuple(ENV_IDS), default="corridor")
-    parser.add_argument("--models", nargs="+", default=["expire_span", "transformer_xl", "lstm", "none"])
+    parser.add_argument("--models", nargs="+", default=["expire_span", "transformer_xl", "lstm", "gru", "none"])
     parser.add_argument("--config", type=Path, help="TOML file merged onto the env's quick preset")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")

@@ -51,7 +51,7 @@ PRESETS = {
     "copy": "copy_quick.toml",
     "collision": "collision_quick.toml",
 }
-MODELS = ("transformer_xl", "expire_span", "adaptive_span", "compressive", "memformer", "lstm")
+MODELS = ("transformer_xl", "expire_span", "adaptive_span", "compressive", "memformer", "lstm", "gru")
 REPLAY_MODELS = ("memformer",)  # trained with memory replay back-propagation over the horizon
 
 
