@@ -9,10 +9,10 @@ from agents.a2c import A2C, Carry, Timing, collect
 from agents.acting import eager_acting
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
+from agents.policy import Policy
 from memory_models.adaptive_span import AdaptiveSpan, span_mask
 from runners import train_lm
 from tests.conftest import readout
-from tests.test_agent_learner import SHORT_CORRIDOR, tiny_policy
 from tests.test_lm_runner import arguments
 from training.checkpoint import load_checkpoint
 
@@ -153,8 +153,10 @@ def test_span_loss_is_the_same_over_any_window():
 
 
 def test_the_agent_learner_keeps_the_ratios_in_bounds():
-    env = make_batched_env("corridor", 4, "cpu", **SHORT_CORRIDOR)
-    policy = tiny_policy("adaptive_span", env, max_span=8, ramp=2, loss_coef=1.0)
+    env = make_batched_env("corridor", 4, "cpu", min_length=3, max_length=6, max_steps=12)
+    torch.manual_seed(0)
+    options = {"d_model": D_MODEL, "n_heads": 2, "max_span": 8, "ramp": 2, "loss_coef": 1.0}
+    policy = Policy(env.single_observation_space.shape[-1], int(env.single_action_space.n), 8, "adaptive_span", options)
     obs, _ = env.reset(seed=0)
     carry = Carry(obs, torch.ones(4, dtype=torch.bool), policy.initial_state(4, "cpu"))
     rollout, _ = collect(eager_acting(policy), env, carry, 8, EpisodeStats(4, torch.device("cpu")), Timing())
