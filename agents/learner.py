@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from agents.acting import autocast
 from agents.rollout import Rollout, gae
-from memory_models import MemoryRecord, MemoryState
+from memory_models import MemoryRecord, MemoryState, clamp_parameters
 
 
 def action_log_probs(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
@@ -70,4 +70,5 @@ class Learner:
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip)
         self.optimizer.step()
+        clamp_parameters(self.policy)  # Adaptive-Span's span ratios back into [0, 1], as the authors do
         return grad_norm.detach()

@@ -1,6 +1,7 @@
 """Pluggable memory models behind one interface (see ``memory_models/base.py``).
 
 ``build(name, **config)`` returns a ``MemoryModel``; ``MODEL_NAMES`` lists the valid names.
+``clamp_parameters(module)`` belongs after every optimiser step of a loop that trains one.
 """
 
 from __future__ import annotations
@@ -8,12 +9,15 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from torch import nn
+
 from memory_models.base import MemoryModel, MemoryRecord, MemoryState
 
 # name -> "module:Class"; imported lazily so one model's import cost is not paid by the others.
 _REGISTRY = {
     "none": "memory_models.feedforward:FeedForward",
     "lstm": "memory_models.lstm:LSTMMemory",
+    "gru": "memory_models.gru:GRUMemory",
     "transformer_xl": "memory_models.transformer_xl:TransformerXL",
     "expire_span": "memory_models.expire_span:ExpireSpan",
     "adaptive_span": "memory_models.adaptive_span:AdaptiveSpan",
@@ -58,4 +62,24 @@ def check_common_options(config: dict[str, object]) -> None:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
 
 
-__all__ = ["MODEL_NAMES", "MemoryModel", "MemoryRecord", "MemoryState", "build", "model_class", "model_options"]
+def clamp_parameters(module: nn.Module) -> None:
+    """Call ``clamp_parameters()`` of every memory model inside ``module`` (a policy, a DDP wrapper, the model).
+
+    Training loops call this after each optimiser step: Adaptive-Span's span ratios go back into [0, 1]
+    there, as in the authors' code; for the other models it does nothing.
+    """
+    for child in module.modules():
+        if isinstance(child, MemoryModel):
+            child.clamp_parameters()
+
+
+__all__ = [
+    "MODEL_NAMES",
+    "MemoryModel",
+    "MemoryRecord",
+    "MemoryState",
+    "build",
+    "clamp_parameters",
+    "model_class",
+    "model_options",
+]

@@ -111,6 +111,10 @@ class MemoryModel(nn.Module, ABC):
         """
         return state
 
+    def clamp_parameters(self) -> None:
+        """Put parameters with bounds back inside them; training loops call it after each optimiser step
+        (through ``memory_models.clamp_parameters``). Adaptive-Span clamps its span ratios; the others have none."""
+
     def no_record(self, x: Tensor) -> MemoryRecord:
         """The record of a model with no auxiliary loss and no positional memory."""
         return MemoryRecord(aux_loss=x.new_zeros(()), memory_size=x.new_zeros(self.n_layers))

@@ -1,26 +1,34 @@
 """Compressive Transformer (Rae et al. 2020): raw memories, then compressed ones.
 
-Each layer sees its last ``mem_len`` inputs raw (a Transformer-XL cache). Older steps are not
-dropped but compressed: every ``c = compression_rate`` consecutive steps of an episode become one
-slot, by mean pooling (``compression="mean"``) or a learned convolution of kernel and stride c
-(``"conv"``, a linear map of the c members). A query sees the ``cmem_len`` newest slots whose
-steps have all left its raw window, so its reach is ``mem_len + c * cmem_len`` steps.
+Each layer sees its recent inputs raw (a Transformer-XL cache). Older steps are not dropped but
+compressed: every ``c = compression_rate`` consecutive steps of an episode become one slot, by mean
+pooling (``compression="mean"``) or a learned convolution of kernel and stride c (``"conv"``, a
+linear map of the c members). A step is seen raw while the newest member of its group is at most
+``mem_len`` steps back, then through its slot, which stays visible while that newest member is at
+most ``mem_len + c * cmem_len`` steps back: every step is seen exactly once, raw or compressed, so a
+query misses nothing within ``mem_len + c * cmem_len`` steps of its episode.
 
 Details that make the model exact under the project's interface:
 - groups are aligned to the episode start (steps [0, c), [c, 2c), ... of each episode), so an
   episode sees the same slots whatever came before it and however the sequence is cut into calls;
-  a slot is the distance of its newest step away from a query, and is visible while
+  a slot lies as far from a query as its newest step, and is visible while
   ``mem_len < distance <= mem_len + c * cmem_len`` (these are exactly the cmem_len newest
-  evicted groups);
-- the raw cache keeps ``mem_len + c - 1`` steps: the members of a group not yet complete stay raw
-  until the group can be compressed;
+  compressed groups);
+- a group leaves the raw window whole: the raw window of a query reaches up to ``mem_len + c - 1``
+  steps back (the oldest members of a group whose newest is ``mem_len`` back), so the raw cache
+  keeps ``mem_len + c - 1`` steps. The paper's raw memory is a FIFO of ``mem_len`` steps evicted and
+  compressed a segment at a time; aligning groups to episodes instead keeps outputs independent of
+  how a sequence is cut into calls, and seeing each group raw until its slot is visible keeps the
+  paper's "every step is in one of the two memories";
+- a group is compressed and stored once, at the end of the call after which its slot is visible,
+  i.e. in the call whose last step lies ``mem_len`` or more steps after the group's newest;
 - the task loss does not reach the compressor (compressed memories are stop-gradient, like every
-  cached memory); the convolution is trained only by the attention-reconstruction loss: for the
-  groups first compressed in this call, the layer's attention (its parameters detached) from the
-  window's inputs over the raw members versus over the compressed slots, squared error. Mean
-  pooling has nothing to train and reports no such loss.
+  cached memory); the convolution is trained only by the attention-reconstruction loss: for every
+  group stored in this call, the layer's attention (its parameters detached) from the window's
+  inputs over the raw members versus over the compressed slots, squared error. Mean pooling has
+  nothing to train and reports no such loss.
 
-Cost per step and layer: attention over ``mem_len + T + cmem_len + (mem_len + c - 1 + T) // c`` keys.
+Cost per step and layer: attention over ``mem_len + c - 1 + T + cmem_len + (mem_len + c - 1 + T) // c`` keys.
 """
 
 from __future__ import annotations
@@ -66,7 +74,8 @@ class Compressive(MemoryModel):
         compression_rate: int = 2,
         compression: str = "mean",
     ):
-        """mem_len: raw steps; cmem_len: compressed slots; compression_rate: steps per slot (c);
+        """mem_len: a step is seen raw while its group's newest is at most this far back; cmem_len: compressed slots;
+        compression_rate: steps per slot (c);
         compression: "mean" (pooling) or "conv" (learned, trained by the reconstruction loss)."""
         super().__init__()
         if compression not in ("mean", "conv"):
@@ -119,7 +128,10 @@ class Compressive(MemoryModel):
         members = (start[:, :, None] + torch.arange(rate, device=x.device)).flatten(1)  # B x (G * c)
 
         query = torch.arange(steps, device=x.device)[None, :, None]  # 1 x T x 1
-        raw_distance = contiguous_distance(mem_len, steps, x.device).expand(batch, -1, -1)  # B x T x (M + T)
+        raw_distance = contiguous_distance(n_cached, steps, x.device).expand(batch, -1, -1)  # B x T x N
+        # each key's index in the query's episode (meaningful where visible), then how far back its group's newest is
+        key_index = ages[:, :, None] - raw_distance  # B x T x N
+        newest_distance = raw_distance - (rate - 1 - key_index.remainder(rate))  # B x T x N
         slot_distance = torch.cat(
             [state.compressed_age[:, None, :] + 1 + query, n_cached + query - newest[:, None, :]], dim=2
         )  # B x T x (S + G)
@@ -127,13 +139,14 @@ class Compressive(MemoryModel):
         distance = torch.cat([raw_distance, slot_distance], dim=2)  # B x T x keys
         allowed = torch.cat(
             [
-                visible(raw_distance, ages, mem_len),
+                visible(raw_distance, ages) & (newest_distance <= mem_len),  # raw until the slot is visible
                 visible(slot_distance, ages, self.reach) & (slot_distance > mem_len) & slot_valid[:, None, :],
             ],
             dim=2,
         )  # B x T x keys
-        # Groups whose newest step leaves the raw window during this call get the reconstruction loss.
-        fresh = valid & (newest + mem_len + 1 < n_context)  # B x G
+        # Groups whose first step leaves the raw cache now are stored, and get the reconstruction loss, in this call:
+        # then the last query lies mem_len or more steps after their newest, so the next call sees their slots.
+        fresh = valid & (start < steps)  # B x G
         fresh_members = torch.zeros_like(step_age).scatter_add(1, members, fresh.repeat_interleave(rate, 1).long())
 
         h, memory, compressed, aux_loss = x, [], [], x.new_zeros(())
@@ -141,16 +154,16 @@ class Compressive(MemoryModel):
             context = torch.cat([cache, h], dim=1)  # B x N x D
             member_inputs = context.detach().gather(1, members[:, :, None].expand(-1, -1, width))
             new_slots = self.compress(index, member_inputs.unflatten(1, (-1, rate)))  # B x G x D
-            keys = torch.cat([context[:, n_cached - mem_len :], slots, new_slots.detach()], dim=1)
+            keys = torch.cat([context, slots, new_slots.detach()], dim=1)  # B x (N + S + G) x D
             if self.compressors is not None:
                 aux_loss = aux_loss + self._reconstruction_loss(layer, h, context, fresh_members > 0, new_slots, fresh)
             memory.append(context[:, -n_cached:].detach())
             compressed.append(torch.cat([slots, new_slots.detach()], dim=1))  # B x (S + G) x D
             h = layer(h, keys, distance, allowed)  # B x T x D
 
-        # Groups whose first step leaves the raw cache now are kept compressed: the cmem_len newest.
+        # The slots kept are the cmem_len newest of those stored before and those stored now.
         pool_age = torch.cat([state.compressed_age + steps, n_context - 1 - newest], dim=1)  # B x (S + G)
-        storable = torch.cat([state.compressed_age < NEVER, valid & (start < steps)], dim=1)
+        storable = torch.cat([state.compressed_age < NEVER, fresh], dim=1)  # B x (S + G)
         order = torch.argsort(storable.to(torch.uint8), dim=1, stable=True)[:, -self.cmem_len :]  # B x S
         compressed_age = torch.where(storable.gather(1, order), pool_age.gather(1, order), NEVER)
         compressed = [pool.gather(1, order[:, :, None].expand(-1, -1, width)) for pool in compressed]

@@ -1,6 +1,6 @@
 """End-to-end agent throughput: acting, env and learning of the training loop, per memory model.
 
-    python -m runners.bench_agent          # quick Corridor preset on CPU: expire_span, transformer_xl, lstm, none
+    python -m runners.bench_agent          # quick Corridor preset on CPU: expire_span, transformer_xl, lstm, gru, none
     python -m runners.bench_agent --device cuda --config configs/corridor.toml --num-envs 1024 --bf16
     python -m runners.bench_agent --models expire_span --set train.compile_acting=false
     python -m runners.bench_agent --models expire_span lstm --algorithms a2c ppo --recurrent-ppo  # with the peer
@@ -41,7 +41,7 @@ PHASES = ("acting", "env", "learning")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", choices=tuple(ENV_IDS), default="corridor")
-    parser.add_argument("--models", nargs="+", default=["expire_span", "transformer_xl", "lstm", "none"])
+    parser.add_argument("--models", nargs="+", default=["expire_span", "transformer_xl", "lstm", "gru", "none"])
     parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=["a2c"], help="default a2c")
     parser.add_argument(
         "--recurrent-ppo", action="store_true", help="also time sb3-contrib's RecurrentPPO (the bench extra)"

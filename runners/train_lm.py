@@ -64,7 +64,7 @@ PRESETS = {
     "copy": "copy_quick.toml",
     "collision": "collision_quick.toml",
 }
-MODELS = ("transformer_xl", "expire_span", "adaptive_span", "compressive", "memformer", "lstm")
+MODELS = ("transformer_xl", "expire_span", "adaptive_span", "compressive", "memformer", "lstm", "gru")
 REPLAY_MODELS = ("memformer",)  # trained with memory replay back-propagation over the horizon
 
 
@@ -345,6 +345,7 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
             state, record, stats = plain_step(ddp, batches[0], state)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training["clip"])
         optimizer.step()
+        memory_models.clamp_parameters(model)  # Adaptive-Span's span ratios back into [0, 1], as the authors do
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1

@@ -17,7 +17,7 @@ from training.distributed import World
 
 CPU = World(rank=0, world_size=1, device=torch.device("cpu"))
 SHORT_CORRIDOR = {"min_length": 3, "max_length": 6, "max_steps": 12}  # episodes end inside every window
-MODELS = ["lstm", "expire_span", "expire_span_fixed_cache", "transformer_xl"]
+MODELS = ["lstm", "gru", "expire_span", "expire_span_fixed_cache", "transformer_xl"]
 
 
 def tiny_policy(model: str, env, **options) -> Policy:

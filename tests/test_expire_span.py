@@ -1,7 +1,10 @@
-"""Expire-Span: the mask, its loss, physical removal of expired memories and the cache bound."""
+"""Expire-Span: the mask, its loss, physical removal of expired memories for good (rows independent of their
+batch), the cache bound, random shortening in both forms and the stable spans in both forms."""
 
+import dataclasses
 import math
 
+import pytest
 import torch
 
 import memory_models
@@ -22,7 +25,7 @@ def fixed_span(model: ExpireSpan, span: float) -> None:
     with torch.no_grad():
         for predictor in model.span_predictors:
             predictor.weight.zero_()
-            predictor.bias.fill_(math.log(span / (model.max_span - span)) / model.logit_scale)
+            predictor.bias.fill_(math.log(span / (model.max_span - span)) / model.bias_scale)
 
 
 def one_episode(batch: int, steps: int) -> torch.Tensor:
@@ -72,7 +75,7 @@ def test_removing_expired_memories_does_not_change_outputs():
     assert kept_state.memory[0].shape[1] == 24 and pruned_state.memory[0].shape[1] < 24
 
 
-def test_a_fixed_cache_gives_the_outputs_and_losses_of_a_compacted_one():
+def test_a_fixed_cache_gives_the_outputs_and_losses_of_a_compacted_one_also_after_the_weights_change():
     config = {"d_model": D_MODEL, "n_layers": 2, "n_heads": 2, "max_span": 6, "ramp": 2, "pos_len": 4}
     compacted, fixed = ExpireSpan(**config).eval(), ExpireSpan(**config, compact=False).eval()
     with torch.no_grad():  # spread the spans so that memories expire at different times
@@ -82,8 +85,11 @@ def test_a_fixed_cache_gives_the_outputs_and_losses_of_a_compacted_one():
     first = torch.rand(3, 30) < 0.1
     x = torch.randn(3, 30, D_MODEL)
     compacted_state, fixed_state = compacted.initial_state(3, "cpu"), fixed.initial_state(3, "cpu")
-    begin = 0
-    for steps in [1, 4, 2, 9, 1, 6, 7]:
+    begin, shortest = 0, fixed.cache_len
+    for call, steps in enumerate([1, 4, 2, 9, 1, 6, 7]):
+        if call == 4:  # longer spans from here: memories expired before stay expired in both caches
+            lengthen(compacted)
+            lengthen(fixed)
         window = slice(begin, begin + steps)
         out, compacted_state, record = compacted(x[:, window], compacted_state, first[:, window])
         out_fixed, fixed_state, record_fixed = fixed(x[:, window], fixed_state, first[:, window])
@@ -91,8 +97,9 @@ def test_a_fixed_cache_gives_the_outputs_and_losses_of_a_compacted_one():
         torch.testing.assert_close(record_fixed.aux_loss, record.aux_loss)
         torch.testing.assert_close(record_fixed.memory_size, record.memory_size)
         assert [m.shape[1] for m in fixed_state.memory] == [fixed.max_span + fixed.ramp - 1] * 2
+        shortest = min(shortest, *(m.shape[1] for m in compacted_state.memory))
         begin += steps
-    assert max(m.shape[1] for m in compacted_state.memory) < fixed.max_span + fixed.ramp - 1
+    assert shortest < fixed.max_span + fixed.ramp - 1  # the compacted cache did remove memories
 
 
 def test_span_loss_reaches_only_memories_inside_the_ramp():
@@ -134,8 +141,9 @@ def test_cache_never_exceeds_max_span_plus_ramp_even_with_every_span_near_max():
     assert max(lengths) == model.max_span + model.ramp - 1
 
 
-def test_random_shortening_only_in_training():
-    model = make(init_bias=30.0, shorten=True)
+@pytest.mark.parametrize("form", ["hide", "cap"])
+def test_random_shortening_only_in_training(form):
+    model = make(init_bias=30.0, shorten=True, shorten_form=form)
     x, first = torch.randn(2, 12, D_MODEL), one_episode(2, 12)
     _, state, _ = model(x, model.initial_state(2, "cpu"), first)
     window, no_start = torch.randn(2, 4, D_MODEL), torch.zeros(2, 4, dtype=torch.bool)
@@ -153,13 +161,122 @@ def test_random_shortening_only_in_training():
     assert model.eval().begin_window(shortened_state) is shortened_state
 
 
-def test_stable_form_divides_the_logit_by_the_ramp():
-    plain, stable = make(init_bias=-1.0), make(init_bias=-1.0, stable_spans=True)
+@pytest.mark.parametrize(("form", "seen"), [("hide", [1, 2]), ("cap", [1, 2, 3, 4])])
+def test_shortening_hides_keys_beyond_l_or_caps_each_span_at_l_with_its_ramp(form, seen):
+    model = make(init_bias=30.0, shorten=True, shorten_form=form).train()  # every span is L = 6
+    x, first = torch.randn(1, 9, D_MODEL, requires_grad=True), one_episode(1, 9)
+    state = dataclasses.replace(model.initial_state(1, "cpu"), shorten_to=torch.tensor([2.5]))
+    out, next_state, record = model(x, state, first)
+    (grad,) = torch.autograd.grad(readout(out[0, 8]), x)
+    # hide: the keys at most l = 2.5 back; cap: min(e, l) + R = 4.5, the keys 3 and 4 back inside the ramp
+    assert [8 - step for step in range(8) if grad[0, step].abs().sum() > 0] == seen[::-1]
+    assert record.memory_size[0] == sum(min(t, len(seen)) for t in range(9)) / 9
+    assert next_state.memory[0].shape[1] == 7  # the cache keeps what the uncapped spans keep: L + R - 1
+    if form == "cap":  # the span loss on the capped span, while a query sees it in the ramp: 3 and 4 steps back
+        pairs = sum(max(0, min(t, 4) - 2) for t in range(9))
+        torch.testing.assert_close(record.aux_loss, torch.tensor(model.loss_coef * pairs * 2.5 / 2 / 9))
+
+
+def spread(model: ExpireSpan) -> ExpireSpan:
+    """Spans that differ from memory to memory, so that memories expire at different times."""
+    with torch.no_grad():
+        for predictor in model.span_predictors:
+            predictor.weight.copy_(torch.linspace(-1, 1, D_MODEL))
+    return model
+
+
+def lengthen(model: ExpireSpan) -> None:
+    """A weight change that makes every span longer: an expired memory would come back if it were kept."""
+    with torch.no_grad():
+        for predictor in model.span_predictors:
+            predictor.bias.add_(3.0)
+            predictor.weight.mul_(-1)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_rows_batched_with_others_equal_each_row_alone_after_the_weights_change(compact):
+    config = {"d_model": D_MODEL, "n_layers": 2, "n_heads": 2, "max_span": 6, "ramp": 2, "pos_len": 4}
+    torch.manual_seed(0)
+    batched = spread(ExpireSpan(**config, init_bias=-1.0, compact=compact).eval())
+    alone = [ExpireSpan(**config, compact=compact).eval() for _ in range(3)]
+    for model in alone:
+        model.load_state_dict(batched.state_dict())
+    x, first = torch.randn(3, 28, D_MODEL), torch.rand(3, 28) < 0.05
+    first[:, 0] = True
+    state = batched.initial_state(3, "cpu")
+    states = [model.initial_state(1, "cpu") for model in alone]
+    for begin in range(0, 28, 4):
+        if begin == 16:
+            for model in (batched, *alone):
+                lengthen(model)
+        window = slice(begin, begin + 4)
+        out, state, _ = batched(x[:, window], state, first[:, window])
+        for row, model in enumerate(alone):
+            out_alone, states[row], _ = model(x[row : row + 1, window], states[row], first[row : row + 1, window])
+            torch.testing.assert_close(out[row : row + 1], out_alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_span_loss_over_a_window_is_the_mean_of_its_one_step_losses(n_layers):
+    """alpha e_i / T over every (query, memory) pair inside the ramp: a window of T queries gives the mean of the
+    losses its queries give one step at a time, in value, and in gradient for one layer (above it, a window's
+    spans also depend on the layer below within the window, which one-step calls cache without a gradient)."""
+    model = spread(make(n_layers=n_layers, init_bias=0.0, loss_coef=1.0))
+    x, first = torch.randn(2, 10, D_MODEL), torch.rand(2, 10) < 0.1
+    first[:, 0] = True
+    _, state, _ = model(x[:, :6], model.initial_state(2, "cpu"), first[:, :6])
+    state = state.detach()
+    _, _, record = model(x[:, 6:], state, first[:, 6:])
+    window_grads = torch.autograd.grad(record.aux_loss, list(model.span_predictors.parameters()))
+    losses, step_state = [], state
+    for step in range(6, 10):
+        _, step_state, step_record = model(x[:, step : step + 1], step_state, first[:, step : step + 1])
+        losses.append(step_record.aux_loss)
+    mean = torch.stack(losses).mean()
+    assert record.aux_loss > 0
+    torch.testing.assert_close(record.aux_loss, mean)
+    if n_layers == 1:
+        step_grads = torch.autograd.grad(mean, list(model.span_predictors.parameters()))
+        for window_grad, step_grad in zip(window_grads, step_grads, strict=True):
+            torch.testing.assert_close(window_grad, step_grad)
+
+
+def test_fixed_span_window_loss_counts_every_query_in_the_ramp():
+    model = make(loss_coef=1.0)
+    fixed_span(model, 2.5)  # memories 3 and 4 steps back are in the ramp
+    _, _, record = model(torch.randn(1, 6, D_MODEL), model.initial_state(1, "cpu"), one_episode(1, 6))
+    pairs = sum(max(0, min(t, 4) - 2) for t in range(6))  # queries 3, 4, 5 see 1, 2, 2 memories in the ramp
+    torch.testing.assert_close(record.aux_loss, torch.tensor(pairs * 2.5 / 2 / 6))
+
+
+@pytest.mark.parametrize("form", ["input", "logit"])
+def test_stable_spans_with_a_non_zero_weight(form):
+    plain, stable = make(init_bias=-1.0), make(init_bias=-1.0, stable_spans=True, stable_form=form)
     x, first = torch.randn(1, 3, D_MODEL), one_episode(1, 3)
     initial = 6 * torch.sigmoid(torch.tensor(-1.0))
-    for model in (plain, stable):  # the same initial spans in both forms
+    for model in (plain, stable):  # the same initial spans in every form
         torch.testing.assert_close(model(x, model.initial_state(1, "cpu"), first)[2].spans, initial.expand(1, 1, 3))
+    weight, bias = torch.linspace(-2, 2, D_MODEL), 1.5
     with torch.no_grad():
-        stable.span_predictors[0].bias.fill_(4.0)
-    spans = stable(x, stable.initial_state(1, "cpu"), first)[2].spans
-    torch.testing.assert_close(spans, (6 * torch.sigmoid(torch.tensor(4.0 / 2))).expand(1, 1, 3))
+        stable.span_predictors[0].weight.copy_(weight)
+        stable.span_predictors[0].bias.fill_(bias)
+    spans = stable(x, stable.initial_state(1, "cpu"), first)[2].spans[0, 0]  # T
+    projected = stable.layers[0].attention_input(x[0]) @ weight  # T: w . h for the pre-LN layer's input
+    logits = projected / 2 + bias if form == "input" else (projected + bias) / 2  # R = 2
+    torch.testing.assert_close(spans, 6 * torch.sigmoid(logits))
+
+
+@pytest.mark.parametrize(("form", "bias_rate"), [("input", 1.0), ("logit", 0.5)])
+def test_with_adam_the_input_form_moves_the_span_logit_as_fast_as_the_plain_form(form, bias_rate):
+    """Adam steps each parameter by about the learning rate: dividing the bias by R (eq. 8 as printed) moves
+    the logit of e / L R times slower; dividing only the input (the authors' pre_div) leaves its rate alone."""
+    model = make(init_bias=0.0, stable_spans=True, stable_form=form)
+    optimizer = torch.optim.Adam(model.span_predictors.parameters(), lr=0.1)
+    x, first = torch.randn(1, 3, D_MODEL), one_episode(1, 3)
+    model(x, model.initial_state(1, "cpu"), first)[2].spans.sum()  # the spans before
+    spans = model.spans(0, x)
+    spans.sum().backward()
+    optimizer.step()
+    after = model.spans(0, x) / 6  # B x M: e / L
+    weight_part = model.layers[0].attention_input(x) @ model.span_predictors[0].weight[0] / 2  # w moved too
+    torch.testing.assert_close(torch.logit(after) - weight_part, torch.full_like(after, -0.1 * bias_rate))

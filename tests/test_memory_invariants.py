@@ -16,6 +16,7 @@ D_MODEL = 16
 CONFIGS = {
     "none": {},
     "lstm": {},
+    "gru": {},
     "transformer_xl": {"mem_len": 3},
     "expire_span": {"max_span": 6, "ramp": 2, "init_bias": 0.0, "pos_len": 4, "shorten": True},
     "adaptive_span": {"max_span": 6, "ramp": 2, "init_span": 0.5},
