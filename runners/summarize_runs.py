@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from runners.plot_curves import read_events
-from training.checkpoint import load_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint
 
 TAGS = ("episode/success", "eval/success", "eval/success_greedy")
 COLUMNS = (
@@ -32,12 +32,12 @@ def first_reaching(steps: list[int], values: list[float], level: float) -> int |
 def summarize(run_dir: Path, level: float) -> list[str]:
     """One table row for the run in ``run_dir``."""
     events = read_events(run_dir, TAGS)
-    checkpoint = run_dir / "checkpoint.pt"
-    config = load_checkpoint(checkpoint)["config"] if checkpoint.is_file() else None
-    row = [run_dir.name, config["train"]["algorithm"] if config else "-", "-", "-"]
-    if config:
-        payload = load_checkpoint(checkpoint)
-        row[2:4] = [str(payload["seed"]), f"{payload['global_step']:,}"]
+    row = [run_dir.name, "-", "-", "-"]
+    try:
+        payload = load_checkpoint(run_dir / "checkpoint.pt")
+        row[1:4] = [payload["config"]["train"]["algorithm"], str(payload["seed"]), f"{payload['global_step']:,}"]
+    except (CheckpointError, FileNotFoundError, KeyError):  # CheckpointError: e.g. an older format
+        pass  # the logs still say how the run learned
     cells = ["-", "-", "-"]
     if "episode/success" in events:
         steps, values, times = events["episode/success"]

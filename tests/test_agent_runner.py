@@ -8,7 +8,7 @@ import torch
 
 import memory_models
 from agents.trainer import check_train_config
-from runners import render, train_agent
+from runners import render, summarize_runs, train_agent
 from training.checkpoint import load_checkpoint
 from training.config import resolve
 
@@ -151,3 +151,13 @@ def test_trains_on_cuda_with_bf16(tmp_path):
         tmp_path, "--env", "corridor", "--device", "cuda", "--steps", str(2 * UPDATE), "--set", "train.bf16=true", *TINY
     )
     assert payload["updates"] == 2
+
+
+def test_summarize_runs_tabulates_a_run(tmp_path, capsys):
+    args = ["--env", "corridor", "--model", "lstm", "--seed", "4", "--steps", str(3 * UPDATE), *TINY]
+    train(tmp_path, *args, *SHORT_CORRIDOR, "--set", "train.algorithm=ppo", "--set", "ppo.minibatches=2")
+    (run_dir,) = tmp_path.iterdir()
+    capsys.readouterr()
+    assert summarize_runs.main([str(run_dir), "--level", "0.01"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
+    assert row[0] == f"| {run_dir.name}" and row[1:4] == ["ppo", "4", "30"]
