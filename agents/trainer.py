@@ -89,13 +89,22 @@ def model_options(model_name: str, model_config: dict[str, Any]) -> dict[str, An
 
 
 def build_policy(vocab_size: int, num_actions: int, model_name: str, config: dict[str, Any]) -> Policy:
-    return Policy(
+    """The policy of ``config``; ``agent.action_bias`` (when not empty) sets the initial bias of each action's logit,
+    so that, say, costly speech starts rare."""
+    policy = Policy(
         vocab_size,
         num_actions,
         embed_dim=config["agent"]["embed_dim"],
         model_name=model_name,
         model_config=model_options(model_name, config["model"]),
     )
+    bias = config["agent"]["action_bias"]
+    if bias:
+        if len(bias) != num_actions:
+            raise ValueError(f"agent.action_bias needs one value per action ({num_actions}), got {len(bias)}: {bias}")
+        with torch.no_grad():
+            policy.actor.bias.copy_(torch.tensor(bias, dtype=policy.actor.bias.dtype))
+    return policy
 
 
 def seed_everything(seed: int) -> None:

@@ -141,3 +141,13 @@ def test_the_learning_rate_decays_linearly_to_zero_when_asked():
     constant = corridor_trainer("lstm")
     constant.update()
     assert constant.optimizer.param_groups[0]["lr"] == constant.config["train"]["lr"]
+
+
+def test_an_action_bias_sets_the_initial_policy():
+    trainer = corridor_trainer("none", "agent.action_bias=[0.0, 3.0, 0.0, -3.0]")
+    assert trainer.policy.actor.bias.tolist() == [0.0, 3.0, 0.0, -3.0]
+    rollout, _ = collect(trainer.policy, trainer.acting_step, trainer.env, trainer.carry, 10, [], trainer.timing)
+    counts = torch.bincount(rollout.actions.flatten(), minlength=4)
+    assert counts[1] > counts[0] + counts[2] > counts[3]  # east mostly, west almost never
+    with pytest.raises(ValueError, match=r"agent.action_bias needs one value per action \(4\), got 2"):
+        corridor_trainer("none", "agent.action_bias=[1.0, 2.0]")
