@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from agents.a2c import A2C
 from agents.acting import ActingStep, GraphedActing, compiled_acting, eager_acting
+from agents.config_checks import OPTIMIZERS, check_agent_config
 from agents.curriculum import Curriculum, check_curriculum_config
 from agents.envs import make_batched_env
 from agents.episode_stats import EpisodeStats
@@ -32,54 +33,8 @@ from memory_models import MemoryRecord
 from training.checkpoint import restore_rng_states, rng_states
 from training.distributed import World
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
-ALGORITHMS = ("a2c", "ppo")
 RANK_SEED_STRIDE = 1000  # rank r acts with seed + 1000 r; evaluation seeds start far above (EVAL_SEED_OFFSET)
 EVAL_SEED_OFFSET = 1_000_000_000
-
-
-def check_train_config(train: dict[str, Any]) -> None:
-    """ValueErrors naming the first bad value of the ``[train]`` table."""
-    if train["algorithm"] not in ALGORITHMS:
-        raise ValueError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}, got {train['algorithm']!r}")
-    if train["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train['optimizer']!r}")
-    if train["cpu_threads"] < 0:
-        raise ValueError(f"train.cpu_threads must be 0 (torch's default) or more, got {train['cpu_threads']}")
-    for key in ("num_envs", "unroll", "steps"):
-        if train[key] < 1:
-            raise ValueError(f"train.{key} must be at least 1, got {train[key]}")
-    for key in ("lr", "grad_clip", "optimizer_eps"):
-        if train[key] <= 0:
-            raise ValueError(f"train.{key} must be positive, got {train[key]}")
-    for key in ("discount", "gae_lambda"):
-        if not 0 <= train[key] <= 1:
-            raise ValueError(f"train.{key} must be in [0, 1], got {train[key]}")
-
-
-def check_ppo_config(ppo: dict[str, Any], num_envs: int) -> None:
-    """ValueErrors naming the first bad value of the ``[ppo]`` table (``num_envs``: the rows minibatches split)."""
-    if ppo["epochs"] < 1:
-        raise ValueError(f"ppo.epochs must be at least 1, got {ppo['epochs']}")
-    if not 1 <= ppo["minibatches"] <= num_envs:
-        raise ValueError(
-            f"ppo.minibatches must be from 1 to train.num_envs ({num_envs}): minibatches split env rows, "
-            f"got {ppo['minibatches']}"
-        )
-    if ppo["clip"] <= 0:
-        raise ValueError(f"ppo.clip must be positive, got {ppo['clip']}")
-    if ppo["target_kl"] < 0:
-        raise ValueError(f"ppo.target_kl must be 0 (no early stop) or positive, got {ppo['target_kl']}")
-
-
-def check_one_policy(model_config: dict[str, Any]) -> None:
-    """Dropout would draw one mask while acting and another in the recompute: the learner would then train a
-    policy that did not act, which A2C cannot correct and PPO would take for a policy change."""
-    if model_config.get("dropout", 0.0) != 0.0:
-        raise ValueError(
-            f"model.dropout must be 0 for an agent, got {model_config['dropout']}: acting and the learner's "
-            "recompute would draw different dropout masks, so the learner would train a policy that did not act"
-        )
 
 
 def model_options(model_name: str, model_config: dict[str, Any]) -> dict[str, Any]:
@@ -118,10 +73,7 @@ class Trainer:
 
     def __init__(self, env_name: str, model_name: str, config: dict[str, Any], world: World, seed: int):
         train = config["train"]
-        check_train_config(train)
-        check_one_policy(model_options(model_name, config["model"]))
-        if train["algorithm"] == "ppo":
-            check_ppo_config(config["ppo"], train["num_envs"])
+        check_agent_config(config, model_options(model_name, config["model"]))
         self.env_name, self.model_name, self.config, self.world, self.seed = env_name, model_name, config, world, seed
         self.num_envs, self.unroll, self.bf16 = train["num_envs"], train["unroll"], train["bf16"]
         device = world.device

@@ -28,8 +28,9 @@ import torch
 from tqdm import tqdm
 
 import memory_models
+from agents.config_checks import ALGORITHMS
 from agents.envs import ENV_IDS
-from agents.trainer import ALGORITHMS, Trainer
+from agents.trainer import Trainer
 from runners.bench_models import machine
 from runners.train_agent import preset_path
 from training.config import ConfigError, resolve

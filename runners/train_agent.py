@@ -4,9 +4,11 @@
     python runners/train_agent.py --env corridor --model none         # the memoryless baseline
     python runners/train_agent.py --env portal --config configs/portal.toml --device cuda
     python runners/train_agent.py --env corridor --set train.lr=3e-4 --set model.n_layers=3
+    python runners/train_agent.py --env corridor --set train.algorithm=ppo      # PPO instead of A2C
+    python runners/train_agent.py --env corridor --config configs/corridor_long.toml  # U(3, 200), a curriculum
     torchrun --nproc_per_node 2 runners/train_agent.py --env corridor  # data-parallel, one env batch per rank
     python runners/train_agent.py --resume runs/<run>/checkpoint.pt   # continue exactly where it stopped
-    python runners/train_agent.py --resume runs/<run>/checkpoint.pt --eval 200  # held-out success and return
+    python runners/train_agent.py --resume runs/<run>/checkpoint.pt --eval 200  # held-out sampled and greedy
 
 Each run writes TensorBoard logs and checkpoints into one directory, <logdir>/<env>-<model>-seed<S>-<time>.
 """
@@ -27,7 +29,7 @@ from agents.config_checks import check_agent_config
 from agents.envs import ENV_IDS
 from agents.evaluation import evaluate
 from agents.rollout_video import play_episodes, write_animation
-from agents.trainer import EVAL_SEED_OFFSET, Trainer
+from agents.trainer import EVAL_SEED_OFFSET, Trainer, model_options
 from training.checkpoint import remove_stale_temps, save_checkpoint
 from training.config import ConfigError, resolve
 from training.distributed import World, close_world, init_world
@@ -151,7 +153,7 @@ def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Tr
             if args.steps < 1:
                 parser.error(f"--steps must be at least 1, got {args.steps}")
             config["train"]["steps"] = args.steps
-        check_agent_config(config)
+        check_agent_config(config, model_options(model, config["model"]))
         if args.eval is None and args.resume:  # an evaluation writes nothing
             check_writable_dir(args.resume.parent, "--resume")
         elif args.eval is None:

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import memory_models
-from agents.trainer import check_train_config
+from agents.config_checks import check_agent_config
+from agents.envs import ENV_IDS
+from agents.trainer import model_options
 from runners import render, summarize_runs, train_agent
 from training.checkpoint import load_checkpoint
 from training.config import resolve
@@ -132,11 +134,12 @@ def test_bad_input_stops_at_once_naming_it_and_writes_nothing(tmp_path, capsys, 
 
 @pytest.mark.parametrize(
     "env, config",
-    [("corridor", "corridor.toml"), ("portal", "portal.toml"), ("instruction", "instruction.toml")],
+    [(env, path.name) for env in ENV_IDS for path in sorted(train_agent.CONFIG_DIR.glob(f"{env}*.toml"))],
 )
 def test_shipped_configs_fit_their_env_preset(env, config):
     settings = resolve(train_agent.preset_path(env), train_agent.CONFIG_DIR / config)
-    check_train_config(settings["train"])
+    for model in memory_models.MODEL_NAMES:
+        check_agent_config(settings, model_options(model, settings["model"]))
 
 
 def test_render_rejects_unknown_formats(tmp_path, capsys):
