@@ -74,7 +74,7 @@ def split_by_fractions(data: np.ndarray, valid_fraction: float, test_fraction: f
 
 
 class TextStream:
-    """``batch_size`` contiguous rows of one split, read ``block`` bytes at a time.
+    """``batch_size`` contiguous rows of one split, read ``block`` tokens (bytes, or words) at a time.
 
     With ``loop`` (training) a row wraps to its start when fewer than ``block + 1`` bytes remain, and
     that block is flagged ``first`` so the carried memory does not bridge the seam; without it
@@ -91,16 +91,17 @@ class TextStream:
         *,
         loop: bool,
         name: str = "data",
+        unit: str = "bytes",
     ):
         n_rows = batch_size * world_size
         self.length = len(data) // n_rows
         if self.length < block + 1:
             raise DataError(
-                f"the {name} split has {len(data)} bytes: too small for {n_rows} streams of block + 1 = {block + 1} "
-                f"bytes each; use a larger file or a smaller block or batch_size"
+                f"the {name} split has {len(data)} {unit}: too small for {n_rows} streams of block + 1 = {block + 1} "
+                f"{unit} each; use a larger file or a smaller block or batch_size"
             )
         rows = data[: self.length * n_rows].reshape(n_rows, self.length)[rank * batch_size : (rank + 1) * batch_size]
-        self.rows = torch.from_numpy(rows.copy())  # B x length uint8
+        self.rows = torch.from_numpy(rows.copy())  # B x length, uint8 bytes or int32 word ids
         self.block, self.loop, self.position = block, loop, 0
 
     def next_block(self) -> Batch | None:
