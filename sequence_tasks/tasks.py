@@ -90,7 +90,7 @@ def build_folder_task(
         def make_words(split: str, batch_size: int) -> BlockStream:
             loop = split == "train"
             return text.TextStream(
-                splits[split], batch_size, block, rank, world_size, loop=loop, name=split, unit="words"
+                splits[split], batch_size, block, rank, world_size, loop=loop, name=split, unit="words", pad_tail=True
             )
 
         return Task(name, len(vocabulary), len(vocabulary), "ppl", make_words)

@@ -7,7 +7,9 @@ fairseq read this data set. The vocabulary is every word of the training split, 
 (ties in order of first appearance), so the adaptive input and softmax cut-offs split it into
 frequency bands; a validation or test word outside it reads as ``<unk>``.
 Each split is one token stream, read as byte-level text is (``text.TextStream``): articles follow
-each other with the memory carried across them, as is usual for this data set.
+each other with the memory carried across them, as is usual for this data set. Evaluation scores
+every word of each row but its first, the last block padded (the split's last words, fewer than
+``batch_size x processes``, do not fill a row and are left out).
 """
 
 from __future__ import annotations

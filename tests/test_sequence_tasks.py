@@ -264,6 +264,13 @@ def test_text_stream_reads_contiguous_rows_per_rank_and_wraps_with_a_first_flag(
     assert [finite.next_block() is None for _ in range(4)] == [False, False, False, True]
 
 
+def stream_blocks(stream, limit: int = 1000) -> list:
+    blocks = []
+    while len(blocks) < limit and (block := stream.next_block()) is not None:
+        blocks.append(block)
+    return blocks
+
+
 # --- WikiText-103 (words) --------------------------------------------------------------------
 
 
@@ -288,6 +295,12 @@ def test_wikitext_task_streams_word_ids_with_perplexity(tmp_path):
     ids = wikitext.load(folder)[1]["valid"]
     assert block.tokens[0].tolist() == ids[:4].tolist() and block.tokens[1].tolist() == ids[9:13].tolist()
     assert torch.equal(block.targets[:, :-1], block.tokens[:, 1:]) and block.mask.all()
+    one_row = stream_blocks(task.make_stream("valid", 1))  # 18 words: 4 blocks of 4, then 1 word padded
+    assert len(one_row) == 5 and one_row[-1].mask.tolist() == [[True, False, False, False]]
+    scored = torch.cat([b.targets[b.mask] for b in one_row])
+    assert scored.tolist() == ids[1:].tolist()  # every word but the row's first, once
+    train = task.make_stream("train", 1)
+    assert all(train.next_block().mask.all() for _ in range(20))  # training wraps instead
     with pytest.raises(text.DataError, match="the test split has 18 words: too small for 8 streams"):
         task.make_stream("test", 8)
 
@@ -325,13 +338,6 @@ def test_pg19_vocabulary_is_the_most_frequent_training_characters(tmp_path):
     assert small.chars == "ab" and small.encode("abc").tolist() == [2, 3, pg19.UNK]
     task = build_task("pg19", {"vocab_size": 3506}, block=4, path=folder, seed=0)
     assert (task.vocab_in, task.vocab_out, task.metric) == (7, 7, "bpc")
-
-
-def stream_blocks(stream, limit: int = 1000) -> list:
-    blocks = []
-    while len(blocks) < limit and (block := stream.next_block()) is not None:
-        blocks.append(block)
-    return blocks
 
 
 def test_book_stream_scores_every_character_once_and_never_across_books(tmp_path):
