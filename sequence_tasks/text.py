@@ -76,7 +76,7 @@ def split_by_fractions(data: np.ndarray, valid_fraction: float, test_fraction: f
 class TextStream:
     """``batch_size`` contiguous rows of one split, read ``block`` tokens (bytes, or words) at a time.
 
-    With ``loop`` (training) a row wraps to its start when fewer than ``block + 1`` bytes remain, and
+    With ``loop`` (training) a row wraps to its start when fewer than ``block + 1`` tokens remain, and
     that block is flagged ``first`` so the carried memory does not bridge the seam; without it
     (evaluation) the stream ends there, or with ``pad_tail`` after one last block holding the rest of
     every row, padded with unscored positions, so that every token after a row's first is scored.
