@@ -1,11 +1,15 @@
-"""Train a memory model on a sequence task: byte-level LM (text, enwik8), long copy, object collision.
+"""Train a memory model on a sequence task: byte-level LM (text, enwik8), long copy, object collision,
+word-level WikiText-103 and character-level PG-19.
 
     python runners/train_lm.py --task copy --model expire_span
     python runners/train_lm.py --task enwik8 --data enwik8.zip --model transformer_xl
     torchrun --nproc_per_node 2 runners/train_lm.py --task text --data book.txt --model lstm
+    python runners/train_lm.py --task wikitext103 --data wikitext-103/ --model expire_span
+    python runners/train_lm.py --task pg19 --data pg19/ --model transformer_xl
 
 Each task's preset in configs/ (text: lm_text_quick.toml, enwik8: lm_enwik8_small.toml, copy:
-copy_quick.toml, collision: collision_quick.toml) is both its default settings and the schema a
+copy_quick.toml, collision: collision_quick.toml, wikitext103: wikitext103_quick.toml, pg19:
+pg19_quick.toml) is both its default settings and the schema a
 --config file (configs/copy.toml, configs/collision.toml: the paper's scale) and --set overrides
 must fit. B streams per rank are read block by block, in order, with the memory carried from block
 to block: detached between blocks, except Memformer, which back-propagates through
@@ -38,7 +42,7 @@ import memory_models
 from memory_models import MemoryRecord, MemoryState
 from memory_models.mrbp import Segment, memory_replay_backward
 from sequence_tasks.batch import Batch, BlockStream
-from sequence_tasks.language_model import SequenceModel, masked_loss
+from sequence_tasks.language_model import SequenceModel
 from sequence_tasks.tasks import TASK_NAMES, Task, build_task
 from training import strict_json
 from training.checkpoint import (
@@ -63,6 +67,8 @@ PRESETS = {
     "enwik8": "lm_enwik8_small.toml",
     "copy": "copy_quick.toml",
     "collision": "collision_quick.toml",
+    "wikitext103": "wikitext103_quick.toml",
+    "pg19": "pg19_quick.toml",
 }
 MODELS = ("transformer_xl", "expire_span", "adaptive_span", "compressive", "memformer", "lstm", "gru")
 REPLAY_MODELS = ("memformer",)  # trained with memory replay back-propagation over the horizon
@@ -72,7 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, choices=TASK_NAMES)
     parser.add_argument("--model", required=True, choices=MODELS)
-    parser.add_argument("--data", help="the text file for --task text or enwik8 (raw or zip); never downloaded")
+    parser.add_argument(
+        "--data", help="the text file (text, enwik8: raw or zip) or folder (wikitext103, pg19); never downloaded"
+    )
     parser.add_argument("--config", help="a TOML file overriding the task's preset, e.g. configs/copy.toml")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)"
@@ -109,8 +117,9 @@ def warmup_cosine(warmup: int, total: int):
 
 def plain_step(model: torch.nn.Module, batch: Batch, state: MemoryState) -> tuple[MemoryState, MemoryRecord, dict]:
     """One block forward and backward; the memory is carried on without its graph (truncated BPTT)."""
-    logits, state, record = model(batch.tokens, state, batch.first)  # B x T x vocab_out
-    loss, stats = masked_loss(logits, batch.targets, batch.mask)
+    logits, state, record = model(batch.tokens, state, batch.first)  # B x T x vocab_out (or D, adaptive softmax)
+    sequence_model = model.module if isinstance(model, DistributedDataParallel) else model
+    loss, stats = sequence_model.loss(logits, batch.targets, batch.mask)
     (loss + record.aux_loss).backward()
     return state.detach(), record, stats
 
@@ -123,12 +132,12 @@ def replay_step(
     records: dict[int, MemoryRecord] = {}
 
     def segment_loss(out, record, index: int, batch: Batch):
-        loss, stats[index] = masked_loss(model.head(model.norm(out)), batch.targets, batch.mask)  # B x T x vocab_out
+        loss, stats[index] = model.loss(model.outputs(out), batch.targets, batch.mask)
         records[index] = record
         return (loss + record.aux_loss) / len(batches)
 
     segments = [
-        Segment(model.embed(b.tokens), b.first, functools.partial(segment_loss, index=k, batch=b))
+        Segment(model.inputs(b.tokens), b.first, functools.partial(segment_loss, index=k, batch=b))
         for k, b in enumerate(batches)
     ]
     result = memory_replay_backward(model.memory, state, segments)
@@ -151,6 +160,7 @@ def metrics(metric: str, nll: float, correct: float, count: float) -> dict[str, 
         return {"loss": None, metric: None}
     loss = nll / count
     values = {"loss": loss, "bpc": loss / math.log(2), "accuracy": correct / count}
+    values["ppl"] = math.exp(loss) if loss < math.log(sys.float_info.max) else math.inf
     values["error"] = 1.0 - values["accuracy"]
     return {"loss": loss, metric: values[metric]}
 
@@ -170,7 +180,7 @@ def evaluate(model: SequenceModel, task: Task, split: str, config: dict, world: 
             break
         batch = batch.to(world.device)
         logits, state, _ = model(batch.tokens, state, batch.first)
-        _, stats = masked_loss(logits, batch.targets, batch.mask)
+        _, stats = model.loss(logits, batch.targets, batch.mask)
         totals += torch.stack([stats["nll"], stats["correct"], stats["count"]])
         blocks += 1
     model.train()
@@ -277,7 +287,7 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
     torch.manual_seed(args.seed)
     task = build_task(args.task, config["data"], training["block"], args.data, args.seed, world.rank, world.world_size)
     memory = memory_models.build(args.model, **config["model"], **config["models"][args.model])
-    model = SequenceModel(memory, task.vocab_in, task.vocab_out).to(device)
+    model = SequenceModel(memory, task.vocab_in, task.vocab_out, **config.get("output", {})).to(device)
     replay = args.model in REPLAY_MODELS
     # Every rank built the same initial weights from the same seed; the replay path, which calls the
     # model piecewise, averages its gradients itself (average_gradients) instead of through DDP.

@@ -79,11 +79,12 @@ def split_by_fractions(data: np.ndarray, valid_fraction: float, test_fraction: f
 
 
 class TextStream:
-    """``batch_size`` contiguous rows of one split, read ``block`` bytes at a time.
+    """``batch_size`` contiguous rows of one split, read ``block`` tokens (bytes, or words) at a time.
 
-    With ``loop`` (training) a row wraps to its start when fewer than ``block + 1`` bytes remain, and
+    With ``loop`` (training) a row wraps to its start when fewer than ``block + 1`` tokens remain, and
     that block is flagged ``first`` so the carried memory does not bridge the seam; without it
-    (evaluation) the stream ends there.
+    (evaluation) the stream ends there, or with ``pad_tail`` after one last block holding the rest of
+    every row, padded with unscored positions, so that every token after a row's first is scored.
     """
 
     def __init__(
@@ -96,28 +97,36 @@ class TextStream:
         *,
         loop: bool,
         name: str = "data",
+        unit: str = "bytes",
+        pad_tail: bool = False,
     ):
         n_rows = batch_size * world_size
         self.length = len(data) // n_rows
         if self.length < block + 1:
             raise DataError(
-                f"the {name} split has {len(data)} bytes: too small for {n_rows} streams of block + 1 = {block + 1} "
-                f"bytes each; use a larger file or a smaller block or batch_size"
+                f"the {name} split has {len(data)} {unit}: too small for {n_rows} streams of block + 1 = {block + 1} "
+                f"{unit} each; use a larger file or a smaller block or batch_size"
             )
         rows = data[: self.length * n_rows].reshape(n_rows, self.length)[rank * batch_size : (rank + 1) * batch_size]
-        self.rows = torch.from_numpy(rows.copy())  # B x length uint8
-        self.block, self.loop, self.position = block, loop, 0
+        self.rows = torch.from_numpy(rows.copy())  # B x length, uint8 bytes or int32 word ids
+        self.block, self.loop, self.pad_tail, self.position = block, loop, pad_tail, 0
 
     def next_block(self) -> Batch | None:
         if self.position + self.block + 1 > self.length:
-            if not self.loop:
+            if self.loop:
+                self.position = 0
+            elif not (self.pad_tail and self.position + 1 < self.length):
                 return None
-            self.position = 0
-        chunk = self.rows[:, self.position : self.position + self.block + 1].long()  # B x (T + 1)
+        chunk = self.rows[:, self.position : self.position + self.block + 1].long()  # B x (n + 1), n <= T
+        scored = chunk.shape[1] - 1
         first = torch.zeros(chunk.shape[0], self.block, dtype=torch.bool)
         first[:, 0] = self.position == 0
         self.position += self.block
-        return Batch(tokens=chunk[:, :-1], targets=chunk[:, 1:], mask=torch.ones_like(first), first=first)
+        if scored < self.block:  # the padded tail: zeros past the row's end, unscored
+            chunk = torch.nn.functional.pad(chunk, (0, self.block - scored))  # B x (T + 1)
+        mask = torch.zeros_like(first)
+        mask[:, :scored] = True
+        return Batch(tokens=chunk[:, :-1], targets=chunk[:, 1:], mask=mask, first=first)
 
     def state_dict(self) -> dict[str, Any]:
         return {"position": self.position}

@@ -1,13 +1,17 @@
-"""The sequence tasks' data: collision and copy rules, reproducibility, text splits and bad input."""
+"""The sequence tasks' data: collision and copy rules, reproducibility, text, WikiText-103 and PG-19, bad input."""
 
 import zipfile
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from sequence_tasks import collision, copy_task, text
+from sequence_tasks import collision, copy_task, pg19, text, wikitext
+from sequence_tasks.adaptive_input import AdaptiveInput
+from sequence_tasks.language_model import adaptive_masked_loss
 from sequence_tasks.tasks import build_task
+from tests.corpora import book, write_pg19, write_wikitext
 
 # --- collision ---------------------------------------------------------------------------------
 
@@ -258,3 +262,198 @@ def test_text_stream_reads_contiguous_rows_per_rank_and_wraps_with_a_first_flag(
     assert torch.equal(blocks[3].tokens, blocks[0].tokens) and blocks[3].first[:, 0].all()  # 25 bytes: 3 blocks
     finite = text.TextStream(data, batch_size=4, block=8, loop=False)
     assert [finite.next_block() is None for _ in range(4)] == [False, False, False, True]
+
+
+def stream_blocks(stream, limit: int = 1000) -> list:
+    blocks = []
+    while len(blocks) < limit and (block := stream.next_block()) is not None:
+        blocks.append(block)
+    return blocks
+
+
+# --- WikiText-103 (words) --------------------------------------------------------------------
+
+
+def test_wikitext_vocabulary_comes_from_training_with_eos_at_line_ends(tmp_path):
+    folder = write_wikitext(tmp_path, train="a b a\n\n c a b \n", valid=" a d\n", test="c")  # test: no final newline
+    vocabulary, splits = wikitext.load(folder)
+    # counts a 3, <eos> 3 (the empty line too), b 2, c 1; ties in order of first appearance; <unk> added last
+    assert vocabulary.words == ["a", "<eos>", "b", "c", "<unk>"] and len(vocabulary) == 5
+    assert splits["train"].tolist() == [0, 2, 0, 1, 1, 3, 0, 2, 1]
+    assert splits["valid"].tolist() == [0, 4, 1] and splits["test"].tolist() == [3, 1]  # d is not a training word
+    folder = write_wikitext(tmp_path / "unk", train="<unk> x <unk>\n", valid="y\n", test="x\n")
+    vocabulary, splits = wikitext.load(folder)
+    assert vocabulary.words == ["<unk>", "x", "<eos>"] and splits["valid"].tolist() == [0, 2]  # the data's own <unk>
+
+
+def test_wikitext_task_streams_word_ids_with_perplexity(tmp_path):
+    folder = write_wikitext(tmp_path, train=" a b c d e f g h\n" * 4, valid=" h g f e d c b a\n" * 2, test=" a\n" * 9)
+    task = build_task("wikitext103", {}, block=4, path=folder, seed=0)
+    assert (task.vocab_in, task.vocab_out, task.metric) == (10, 10, "ppl")
+    valid = task.make_stream("valid", 2)
+    block = valid.next_block()
+    ids = wikitext.load(folder)[1]["valid"]
+    assert block.tokens[0].tolist() == ids[:4].tolist() and block.tokens[1].tolist() == ids[9:13].tolist()
+    assert torch.equal(block.targets[:, :-1], block.tokens[:, 1:]) and block.mask.all()
+    one_row = stream_blocks(task.make_stream("valid", 1))  # 18 words: 4 blocks of 4, then 1 word padded
+    assert len(one_row) == 5 and one_row[-1].mask.tolist() == [[True, False, False, False]]
+    scored = torch.cat([b.targets[b.mask] for b in one_row])
+    assert scored.tolist() == ids[1:].tolist()  # every word but the row's first, once
+    train = task.make_stream("train", 1)
+    assert all(train.next_block().mask.all() for _ in range(20))  # training wraps instead
+    with pytest.raises(text.DataError, match="the test split has 18 words: too small for 8 streams"):
+        task.make_stream("test", 8)
+
+
+def test_wikitext_missing_or_bad_files_are_named(tmp_path):
+    with pytest.raises(text.DataError, match="does not exist .*wiki.train.tokens"):
+        wikitext.load(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(text.DataError, match="not a folder"):
+        wikitext.load(tmp_path / "file")
+    folder = write_wikitext(tmp_path / "data", "a\n", "a\n", "a\n")
+    (folder / "wiki.valid.tokens").unlink()
+    with pytest.raises(text.DataError, match="wiki.valid.tokens' is missing"):
+        wikitext.load(folder)
+    write_wikitext(folder, "a\n", "a\n", " \n\n")
+    with pytest.raises(text.DataError, match="wiki.test.tokens' is empty"):
+        wikitext.load(folder)
+    (folder / "wiki.test.tokens").write_bytes(b"a \xff\n")
+    with pytest.raises(text.DataError, match="wiki.test.tokens' is not UTF-8"):
+        wikitext.load(folder)
+    with pytest.raises(ValueError, match="pass --data DIR"):
+        build_task("wikitext103", {}, block=4, path=None, seed=0)
+
+
+# --- PG-19 (characters of books) ---------------------------------------------------------------
+
+
+def test_pg19_vocabulary_is_the_most_frequent_training_characters(tmp_path):
+    folder = write_pg19(tmp_path, {"train": ["aab\n", "bcé"], "validation": ["az"], "test": ["c"]})
+    books = pg19.find_books(folder)
+    vocabulary = pg19.build_vocabulary(books["train"], vocab_size=3506)
+    assert vocabulary.chars == "ab\ncé" and len(vocabulary) == 7  # a, b twice (ties by code point), then once each
+    assert vocabulary.encode("abzé").tolist() == [2, 3, pg19.UNK, 6]  # z is not a training character
+    small = pg19.build_vocabulary(books["train"], vocab_size=4)
+    assert small.chars == "ab" and small.encode("abc").tolist() == [2, 3, pg19.UNK]
+    task = build_task("pg19", {"vocab_size": 3506}, block=4, path=folder, seed=0)
+    assert (task.vocab_in, task.vocab_out, task.metric) == (7, 7, "bpc")
+
+
+def test_book_stream_scores_every_character_once_and_never_across_books(tmp_path):
+    texts = [book(n, seed) for seed, n in enumerate([23, 5, 40, 11, 17])]
+    folder = write_pg19(tmp_path, {"train": texts, "validation": texts, "test": texts})
+    books = pg19.find_books(folder)
+    vocabulary = pg19.build_vocabulary(books["train"], 3506)
+    rows = pg19.deal_books(books["valid"], 2)
+    # by size: 23 -> row 0, 5 -> row 1, 40 -> row 1 (5 < 23), 11 -> row 0 (23 < 45), 17 -> row 0 (34 < 45)
+    assert [[p.name for p in r] for r in rows] == [["000.txt", "003.txt", "004.txt"], ["001.txt", "002.txt"]]
+    blocks = stream_blocks(pg19.BookStream(books["valid"], vocabulary, 2, 8, loop=False))
+    tokens, targets, mask, first = (
+        torch.cat([getattr(b, k) for b in blocks], 1) for k in ("tokens", "targets", "mask", "first")
+    )
+    assert len(blocks) == 7  # row 0 has 23 + 11 + 17 = 51 characters: ceil(51 / 8) blocks
+    for row, row_books in enumerate([[0, 3, 4], [1, 2]]):
+        scored = targets[row][mask[row]]
+        assert scored.tolist() == vocabulary.encode("".join(texts[b] for b in row_books)).tolist()
+        starts = torch.cumsum(torch.tensor([0] + [len(texts[b]) for b in row_books[:-1]]), 0)
+        assert torch.flatten(torch.nonzero(first[row])).tolist() == starts.tolist()
+        assert (tokens[row][first[row]] == pg19.BOS).all() and (tokens[row][mask[row] & ~first[row]] != pg19.BOS).all()
+        assert not mask[row][int(mask[row].sum()) :].any()  # a row that runs out is padding to the end
+    assert (targets[mask] != pg19.BOS).all()  # no position predicts the next book's start
+
+
+def test_book_stream_loops_in_training_and_resumes_from_its_state(tmp_path):
+    texts = [book(n, seed) for seed, n in enumerate([9, 14, 6])]
+    folder = write_pg19(tmp_path, {"train": texts, "validation": texts[:1], "test": texts[:1]})
+    books = pg19.find_books(folder)
+    vocabulary = pg19.build_vocabulary(books["train"], 3506)
+    stream = pg19.BookStream(books["train"], vocabulary, 1, 4, loop=True)
+    blocks = [stream.next_block() for _ in range(10)]
+    row = torch.cat([b.targets[0] for b in blocks])
+    assert row.tolist() == vocabulary.encode("".join(texts) * 2)[:40].tolist() and all(b.mask.all() for b in blocks)
+    first = torch.cat([b.first[0] for b in blocks])
+    assert torch.flatten(torch.nonzero(first)).tolist() == [0, 9, 23, 29, 38]  # the second pass starts with one too
+    stream = pg19.BookStream(books["train"], vocabulary, 1, 4, loop=True)
+    for _ in range(3):
+        stream.next_block()
+    resumed = pg19.BookStream(books["train"], vocabulary, 1, 4, loop=True)
+    resumed.load_state_dict(stream.state_dict())
+    assert stream.state_dict() == {"book": [1], "position": [3]}
+    assert all(torch.equal(b.tokens, resumed.next_block().tokens) for b in blocks[3:])
+
+
+def test_pg19_missing_or_bad_folders_are_named(tmp_path):
+    with pytest.raises(text.DataError, match="does not exist .*train/, validation/ and test/"):
+        pg19.find_books(tmp_path / "missing")
+    folder = write_pg19(tmp_path / "data", {"train": ["abc"], "test": ["abc"]})
+    with pytest.raises(text.DataError, match="validation' is missing"):
+        pg19.find_books(folder)
+    (folder / "validation").mkdir()
+    (folder / "validation" / "notes.md").write_text("not a book")
+    with pytest.raises(text.DataError, match="validation' holds no .txt books"):
+        pg19.find_books(folder)
+    write_pg19(folder, {"validation": ["abc"], "train": ["abc", ""]})
+    books = pg19.find_books(folder)
+    with pytest.raises(text.DataError, match="book '.*train/001.txt' is empty"):
+        pg19.build_vocabulary(books["train"], 3506)
+    vocabulary = pg19.build_vocabulary(books["valid"], 3506)
+    with pytest.raises(text.DataError, match="the train split has 2 books: fewer than the 4 streams"):
+        pg19.BookStream(books["train"], vocabulary, 2, 8, world_size=2, loop=True, name="train")
+    with pytest.raises(ValueError, match="pass --data DIR"):
+        build_task("pg19", {"vocab_size": 3506}, block=4, path=None, seed=0)
+
+
+# --- adaptive input and softmax ----------------------------------------------------------------
+
+
+def test_adaptive_input_bands_embed_in_fewer_dimensions():
+    torch.manual_seed(0)
+    layer = AdaptiveInput(vocab_size=100, d_model=16, cutoffs=[10, 40], div_value=4.0)
+    assert [tuple(e.shape) for e in layer.embeddings] == [(10, 16), (30, 4), (60, 1)]
+    assert [tuple(p.shape) for p in layer.projections] == [(16, 4), (16, 1)]
+    tokens = torch.tensor([[3, 10, 39, 40, 99]])
+    out = layer(tokens)  # 1 x 5 x 16
+    expected = torch.stack(
+        [
+            layer.embeddings[0][3],
+            layer.projections[0] @ layer.embeddings[1][0],
+            layer.projections[0] @ layer.embeddings[1][29],
+            layer.projections[1] @ layer.embeddings[2][0],
+            layer.projections[1] @ layer.embeddings[2][59],
+        ]
+    )
+    assert torch.allclose(out[0], expected * 4.0)  # scaled by sqrt(d_model)
+    out[:, :1].sum().backward()  # only a band-0 word: every weight still gets a gradient, zero outside band 0
+    assert all(p.grad is not None for p in layer.parameters())
+    assert not layer.embeddings[1].grad.any() and layer.embeddings[0].grad[3].any()
+    with pytest.raises(ValueError, match="cutoffs must increase"):
+        AdaptiveInput(100, 16, [40, 10])
+
+
+def test_tied_adaptive_input_reads_the_adaptive_softmax_weights():
+    softmax = nn.AdaptiveLogSoftmaxWithLoss(16, 100, [10, 40], div_value=4.0, head_bias=True)
+    layer = AdaptiveInput(100, 16, [10, 40], 4.0, tied=softmax)
+    assert not list(layer.parameters())
+    out = layer(torch.tensor([[7, 25, 70]]))[0]  # 3 x 16
+    assert torch.allclose(out[0], 4.0 * softmax.head.weight[7])
+    assert torch.allclose(out[1], 4.0 * softmax.tail[0][0].weight.t() @ softmax.tail[0][1].weight[15])
+    assert torch.allclose(out[2], 4.0 * softmax.tail[1][0].weight.t() @ softmax.tail[1][1].weight[30])
+    with pytest.raises(ValueError, match="tied adaptive input needs"):
+        AdaptiveInput(100, 16, [10, 50], 4.0, tied=softmax)
+
+
+def test_adaptive_softmax_loss_is_the_masked_log_likelihood_of_the_full_distribution():
+    torch.manual_seed(0)
+    softmax = nn.AdaptiveLogSoftmaxWithLoss(8, 50, [5, 20], div_value=2.0, head_bias=True)
+    features = torch.randn(2, 6, 8)  # B x T x D
+    targets = torch.tensor([[0, 4, 7, 30, 49, 2], [1, 1, 1, 1, 1, 1]])
+    mask = torch.tensor([[True] * 6, [True, False, False, False, False, False]])
+    loss, stats = adaptive_masked_loss(softmax, features, targets, mask)
+    log_prob = softmax.log_prob(features.flatten(0, 1)).view(2, 6, 50)  # the full distribution
+    nll = -log_prob.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # B x T
+    assert torch.allclose(stats["nll"], nll[mask].sum()) and stats["count"] == 7
+    assert torch.allclose(loss, nll[mask].mean())
+    head_only = torch.zeros(2, 6, dtype=torch.long)  # no target in a tail cluster
+    adaptive_masked_loss(softmax, features, head_only, mask)[0].backward()
+    assert all(p.grad is not None for p in softmax.parameters())  # zero, but present on every rank
