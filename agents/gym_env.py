@@ -158,7 +158,7 @@ class GymVectorEnv:
     def _sub_envs(self) -> list[gymnasium.Env] | None:
         """The sync vector env's envs when each can save its state, else None."""
         envs = getattr(self.base, "envs", None) if self.mode == "sync" else None
-        if envs is None or not all(hasattr(env.unwrapped, "state_dict") for env in envs):
+        if envs is None or not all(callable(getattr(env.unwrapped, "state_dict", None)) for env in envs):
             return None
         return envs
 
@@ -166,7 +166,7 @@ class GymVectorEnv:
     def exact_state(self) -> bool:
         """Whether ``state_dict`` captures the envs exactly (see the module docstring)."""
         if self.mode == "vector_entry_point":
-            return hasattr(self.base, "state_dict")
+            return callable(getattr(self.base, "state_dict", None))
         return self._sub_envs() is not None
 
     def state_dict(self) -> dict[str, Any]:
