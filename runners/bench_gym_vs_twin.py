@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve(preset_path("corridor"), None, overrides)
     # Corridor-v0 counts success from its return (1 at the right door): the reference env reports no success key
     gym = load_toml(CONFIG_DIR / DEFAULT_PRESET)["gym"]
-    config["gym"] = {**gym, "success_from_return": True, "success_return": 0.5}
+    config["gym"] = {**gym, "vectorization": "sync", "success_from_return": True, "success_return": 0.5}
     print(f"Corridor quick preset, {args.model}, {args.num_envs} envs x {config['train']['unroll']} steps per update")
     for env in ("corridor", "Corridor-v0"):
         result = measure(env, config, args.model, args.updates)
