@@ -31,7 +31,9 @@ def is_task(name: str) -> bool:
 def gym_id(name: str) -> str:
     """The registered gymnasium id of ``name`` (``Id`` or ``module:Id``, importing the module); a ValueError
     naming the valid choices when there is none."""
-    import envs  # noqa: F401  (registers the tasks' ids; minigrid's come with it)
+    import minigrid  # noqa: F401  (a core dependency: its ids, MiniGrid-MemoryS7-v0 and the rest, need no module:)
+
+    import envs  # noqa: F401  (registers the tasks' ids)
 
     module, sep, env = name.rpartition(":")
     if sep:
@@ -88,7 +90,9 @@ def make_reference_env(name: str, render_mode: str | None = None, **task_kwargs:
         return gymnasium.make(env_id(name), render_mode=render_mode, **task_kwargs)
     env = gym_id(name)
     modes = gymnasium.spec(env).kwargs.get("render_modes") or _render_modes(env)
-    return gymnasium.make(env, render_mode=render_mode if render_mode in modes else None, **task_kwargs)
+    if render_mode in modes:
+        return gymnasium.make(env, render_mode=render_mode, **task_kwargs)
+    return gymnasium.make(env, **task_kwargs)  # some envs (POPGym's) take no render_mode at all
 
 
 def _render_modes(env: str) -> list[str]:
