@@ -31,10 +31,21 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
-def sample_actions(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Gumbel-max sampling (no distribution object, no host sync); the global RNG unless ``generator`` is given."""
+def sample_actions(
+    logits: Tensor, generator: torch.Generator | None = None, splits: tuple[int, ...] | None = None
+) -> Tensor:
+    """Gumbel-max sampling (no distribution object, no host sync); the global RNG unless ``generator`` is given.
+
+    With ``splits`` (MultiDiscrete: logits per component, joined), one action per component: N x K."""
     noise = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(min=1e-20)  # N x A
-    return (logits.float() - torch.log(-torch.log(noise))).argmax(-1)  # N
+    return greedy_actions(logits.float() - torch.log(-torch.log(noise)), splits)  # N, or N x K with splits
+
+
+def greedy_actions(logits: Tensor, splits: tuple[int, ...] | None = None) -> Tensor:
+    """The most likely action (N), or with ``splits`` the most likely value of each component (N x K)."""
+    if splits is None:
+        return logits.argmax(-1)
+    return torch.stack([part.argmax(-1) for part in logits.split(splits, dim=-1)], dim=-1)  # N x K
 
 
 def act(

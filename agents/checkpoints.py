@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import memory_models
-from agents.envs import ENV_IDS
+from agents.envs import ENV_IDS, check_env_name
 from training.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint
 
 if TYPE_CHECKING:
@@ -29,12 +29,21 @@ def load_agent_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{str(path)!r} is {describe_checkpoint(payload)}, not a train_agent.py checkpoint "
             f"(it lacks {', '.join(missing)})"
         )
-    if payload["env_name"] not in ENV_IDS or payload["model_name"] not in memory_models.MODEL_NAMES:
+    if not known_env(payload["env_name"]) or payload["model_name"] not in memory_models.MODEL_NAMES:
         raise CheckpointError(
             f"{str(path)!r} is a checkpoint for env {payload['env_name']!r} and model {payload['model_name']!r}, "
-            f"which this version does not have (envs: {', '.join(ENV_IDS)})"
+            f"which this version does not have (envs: {', '.join(ENV_IDS)} or a registered gymnasium id)"
         )
     return payload
+
+
+def known_env(name: object) -> bool:
+    """A task or a registered gymnasium id (a checkpoint of an env whose package is gone cannot be resumed)."""
+    try:
+        check_env_name(str(name))
+    except ValueError:
+        return False
+    return True
 
 
 def load_policy_weights(policy: torch.nn.Module, payload: dict[str, Any], path: str | Path) -> None:

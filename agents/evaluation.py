@@ -10,20 +10,28 @@ from typing import Any
 
 import torch
 
-from agents.acting import act, sample_actions
-from agents.envs import make_batched_env
+from agents.acting import act, greedy_actions, sample_actions
+from agents.envs import is_task, make_batched_env, make_env
 from agents.policy import Policy
+from agents.rollout import resets_next_step
 
 CHECK_EVERY = 32  # steps between the host checks of whether every episode has finished
 
 
 def evaluate(
-    policy: Policy, env_name: str, env_config: dict[str, Any], episodes: int, seed: int, device: torch.device
+    policy: Policy,
+    env_name: str,
+    env_config: dict[str, Any],
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    gym_config: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Sampled and greedy success, return and length (``success``, ``success_greedy``, ...) over the same
-    ``episodes`` held-out layouts (env seed ``seed``)."""
-    sampled = play(policy, env_name, env_config, episodes, seed, device, greedy=False)
-    greedy = play(policy, env_name, env_config, episodes, seed, device, greedy=True)
+    ``episodes`` held-out layouts (env seed ``seed``); ``gym_config``: the ``[gym]`` table, for a gymnasium env.
+    Without a success measure (``agents/gym_env.py``) there is no ``success``."""
+    sampled = play(policy, env_name, env_config, episodes, seed, device, greedy=False, gym_config=gym_config)
+    greedy = play(policy, env_name, env_config, episodes, seed, device, greedy=True, gym_config=gym_config)
     return {**sampled, **{f"{name}_greedy": value for name, value in greedy.items() if name != "episodes"}}
 
 
@@ -36,13 +44,20 @@ def play(
     seed: int,
     device: torch.device,
     greedy: bool,
+    gym_config: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Success rate, mean return and mean length of ``episodes`` episodes (env seed ``seed``, policy in eval mode).
 
     Sampled actions come from a generator of their own, so evaluating in the middle of training leaves
     the training run's random streams untouched.
     """
-    env = make_batched_env(env_name, episodes, device, **env_config)
+    if is_task(env_name):
+        env = make_batched_env(env_name, episodes, device, **env_config)
+    else:  # one process per episode would cost more than the evaluation: async evaluates in sync
+        vectorization = "sync" if gym_config["vectorization"] == "async" else gym_config["vectorization"]
+        gym = {**gym_config, "vectorization": vectorization}
+        env = make_env(env_name, episodes, device, {"env": env_config, "gym": gym})
+    next_step = resets_next_step(env)
     obs, _ = env.reset(seed=seed)
     generator = torch.Generator(device).manual_seed(seed)
     first = torch.ones(episodes, dtype=torch.bool, device=device)
@@ -56,21 +71,27 @@ def play(
     step = 0
     while True:
         logits, _, state, _ = act(policy, obs, state, first)
-        actions = logits.argmax(-1) if greedy else sample_actions(logits, generator)  # N
+        splits = policy.action_splits
+        actions = greedy_actions(logits, splits) if greedy else sample_actions(logits, generator, splits)  # N (x K)
         obs, _, terminated, truncated, info = env.step(actions)
-        first = terminated | truncated
-        new = first & ~finished  # N: the first episode of this env ended now
+        done = terminated | truncated
+        first = done | info["reset_step"] if next_step else done
+        new = done & ~finished  # N: the first episode of this env ended now
         returns = torch.where(new, info["episode_return"], returns)
         lengths = torch.where(new, info["episode_length"].to(lengths.dtype), lengths)
         successes = torch.where(new, info["success"].to(successes.dtype), successes)
-        finished |= first
+        finished |= done
         step += 1
         if step % CHECK_EVERY == 0 and bool(finished.all()):
             break
     policy.train(was_training)
-    return {
+    results = {
         "success": successes.mean().item(),
         "return": returns.mean().item(),
         "length": lengths.mean().item(),
         "episodes": float(episodes),
     }
+    if not getattr(env, "reports_success", True):
+        del results["success"]
+    env.close()
+    return results

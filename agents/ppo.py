@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from agents.learner import Learner, action_log_probs, entropy_of, kl_acting_learner
+from agents.learner import Learner, action_log_probs, entropy_of, kl_acting_learner, masked_mean
 from agents.rollout import Rollout
 from memory_models import MemoryRecord
 
@@ -32,7 +32,7 @@ class PPO(Learner):
         """``epochs`` passes of clipped updates over minibatches of rows; returns mean scalars and the first
         minibatch's record (the policy as it acted) for logging."""
         advantages, returns = self.advantages(rollout)  # N x T each
-        _, behaviour = action_log_probs(rollout.logits, rollout.actions)  # N x T
+        _, behaviour = action_log_probs(rollout.logits, rollout.actions, self.splits)  # N x T
         sums: dict[str, Tensor] = {}
         first_record, kl_acting, epochs_done = None, None, 0
         for _ in range(self.epochs):
@@ -41,22 +41,24 @@ class PPO(Learner):
                 logits, values, record = self.recompute(
                     rollout.obs[rows], rollout.start_state.rows(rows), rollout.first[rows]
                 )
-                log_probs, taken = action_log_probs(logits, rollout.actions[rows])  # n x T x A, n x T
+                log_probs, taken = action_log_probs(logits, rollout.actions[rows], self.splits)  # n x T x A, n x T
+                valid = None if rollout.valid is None else rollout.valid[rows]  # n x T
                 log_ratio = taken - behaviour[rows]  # n x T
                 ratio = log_ratio.exp()
-                adv = advantages[rows]
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - self.clip, 1 + self.clip)).mean()
-                value_loss = 0.5 * (returns[rows] - values).pow(2).mean()
-                entropy = entropy_of(log_probs)
+                adv = normalised(advantages[rows], valid)  # n x T
+                surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - self.clip, 1 + self.clip))  # n x T
+                policy_loss = masked_mean(surrogate, valid)
+                value_loss = 0.5 * masked_mean((returns[rows] - values).pow(2), valid)
+                entropy = entropy_of(log_probs, valid)
                 aux_loss = record.aux_loss.float()
                 loss = policy_loss + self.value_cost * value_loss - self.entropy_cost * entropy + aux_loss
                 if first_record is None:  # nothing has stepped yet: the learner's policy is the acting one
-                    first_record, kl_acting = record, kl_acting_learner(rollout.logits[rows], logits)
+                    first_record, kl_acting = record, kl_acting_learner(rollout.logits[rows], logits, self.splits)
                 grad_norm = self.step(loss)
-                approx_kl = ((ratio - 1) - log_ratio).mean().detach()  # k3 estimator of KL(behaviour || current)
+                # the k3 estimator of KL(behaviour || current)
+                approx_kl = masked_mean((ratio - 1) - log_ratio, valid).detach()
                 epoch_kl.append(approx_kl)
-                clipped = ((ratio - 1).abs() > self.clip).float().mean()
+                clipped = masked_mean(((ratio - 1).abs() > self.clip).float(), valid)
                 scalars = {
                     "loss/policy": policy_loss,
                     "loss/value": value_loss,
@@ -86,3 +88,13 @@ class PPO(Learner):
             dist.all_reduce(value)
             value /= dist.get_world_size()
         return value.item()
+
+
+def normalised(adv: Tensor, valid: Tensor | None) -> Tensor:
+    """Advantages (n x T) normalised to mean 0 and std 1 over the valid steps."""
+    if valid is None:
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+    count = valid.sum().clamp(min=2)
+    mean = (adv * valid).sum() / count
+    std = (((adv - mean) * valid).pow(2).sum() / (count - 1)).sqrt()  # unbiased, as Tensor.std
+    return (adv - mean) / (std + 1e-8)

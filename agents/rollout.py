@@ -14,6 +14,15 @@ observation needs one more forward step with that episode's memory, i.e. a secon
 every acting step. Instead we bootstrap from the value of the last observation the agent acted on
 (same episode, same memory, already computed): a one-step-stale estimate, only at time limits,
 which keeps a time limit from looking like a true end at no acting cost.
+
+Autoreset. With SAME_STEP (the twins) the step that ends an episode returns the next episode's first
+observation. With NEXT_STEP (gymnasium's sync and async vector envs by default) it returns the last
+observation, and the step after it is a reset step: the env ignores the action, returns reward 0
+and the new episode's first observation. An env says so with ``info["reset_step"]``; collection
+keeps those steps (the memory sees the window as it ran) but marks them invalid in ``Rollout.valid``,
+and GAE and every loss leave them out. They never link the episodes: the episode's end stops GAE
+before the reset step, and the reset step's own advantage is zero. The observation after a reset step
+is the first of its episode (``first``).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
+from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
 from agents.acting import ActingStep, sample_actions
@@ -37,11 +47,16 @@ class EpisodeObserver(Protocol):
     def add(self, done: Tensor, info: dict[str, Tensor]) -> None: ...
 
 
+def resets_next_step(env) -> bool:
+    """True when ``env`` autoresets in the step after an episode ends (gymnasium's NEXT_STEP mode)."""
+    return env.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP
+
+
 @dataclasses.dataclass
 class Carry:
     """What acting hands from one window to the next: the current observation and memory."""
 
-    obs: Tensor  # N x 3 x 3 x V int8
+    obs: Tensor  # N x observation (a word grid: 3 x 3 x V int8)
     first: Tensor  # N bool: obs is the first of an episode
     state: MemoryState
 
@@ -51,15 +66,16 @@ class Rollout:
     """One window of experience, batch-first like the memory model's input."""
 
     start_state: MemoryState
-    obs: Tensor  # N x T x 3 x 3 x V
+    obs: Tensor  # N x T x observation
     first: Tensor  # N x T
-    actions: Tensor  # N x T
-    logits: Tensor  # N x T x A, as computed while acting
+    actions: Tensor  # N x T (MultiDiscrete: N x T x K)
+    logits: Tensor  # N x T x A, as computed while acting (MultiDiscrete: the components' logits joined)
     values: Tensor  # N x T, as computed while acting
     rewards: Tensor  # N x T
     terminated: Tensor  # N x T
     truncated: Tensor  # N x T
     bootstrap_value: Tensor  # N: value of the observation after the window
+    valid: Tensor | None = None  # N x T: False on NEXT_STEP reset steps; None where every step is a transition
 
 
 @dataclasses.dataclass
@@ -84,30 +100,38 @@ def collect(
     """Act ``unroll`` steps in the batched ``env`` from ``carry`` with ``step`` (``policy``'s acting step,
     ``agents.acting``); returns the window and the carry after it."""
     n, device = carry.obs.shape[0], carry.obs.device
-    obs_buf = carry.obs.new_empty((n, unroll, *carry.obs.shape[1:]))  # N x T x 3 x 3 x V
+    splits = policy.action_splits
+    obs_buf = carry.obs.new_empty((n, unroll, *carry.obs.shape[1:]))  # N x T x observation
     first_buf = torch.empty(n, unroll, dtype=torch.bool, device=device)
-    actions = torch.empty(n, unroll, dtype=torch.long, device=device)
+    action_shape = (n, unroll) if splits is None else (n, unroll, len(splits))  # N x T (x K)
+    actions = torch.empty(action_shape, dtype=torch.long, device=device)
+    next_step = resets_next_step(env)
+    valid = torch.empty(n, unroll, dtype=torch.bool, device=device) if next_step else None
     values = torch.empty(n, unroll, device=device)
     rewards = torch.empty(n, unroll, device=device)
     terminated_buf = torch.empty(n, unroll, dtype=torch.bool, device=device)
     truncated_buf = torch.empty(n, unroll, dtype=torch.bool, device=device)
-    logits_buf = torch.empty(n, unroll, int(env.single_action_space.n), device=device)  # N x T x A
+    logits_buf = torch.empty(n, unroll, policy.actor.out_features, device=device)  # N x T x A
     start_state = policy.memory.begin_window(carry.state)
     obs, first, state = carry.obs, carry.first, start_state
     start = time.perf_counter()
     env_seconds = 0.0
     for t in range(unroll):
         logits, value, state = step(obs, state, first)
-        action = sample_actions(logits)
+        action = sample_actions(logits, splits=splits)
         obs_buf[:, t], first_buf[:, t], actions[:, t] = obs, first, action
         logits_buf[:, t], values[:, t] = logits, value
         env_start = time.perf_counter()
         obs, reward, terminated, truncated, info = env.step(action)
         env_seconds += time.perf_counter() - env_start
         rewards[:, t], terminated_buf[:, t], truncated_buf[:, t] = reward, terminated, truncated
-        first = terminated | truncated
+        done = terminated | truncated  # N
+        first = done
+        if next_step:
+            valid[:, t] = ~info["reset_step"]
+            first = done | info["reset_step"]  # N: a reset step returns the new episode's first observation
         for observer in observers:
-            observer.add(first, info)
+            observer.add(done, info)
     state = state.apply(torch.clone)  # a graphed step overwrites its state in place: keep the window's end
     _, bootstrap_value, _ = step(obs, state, first)
     timing.env += env_seconds
@@ -123,6 +147,7 @@ def collect(
         terminated=terminated_buf,
         truncated=truncated_buf,
         bootstrap_value=bootstrap_value.float(),
+        valid=valid,
     )
     return rollout, Carry(obs=obs, first=first, state=state)
 
@@ -135,13 +160,18 @@ def gae(
     truncated: Tensor,
     discount: float,
     gae_lambda: float,
+    valid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Generalised advantage estimates and value targets, all N x T (see the module docstring for the ends)."""
+    """Generalised advantage estimates and value targets, all N x T (see the module docstring for the ends);
+    ``valid`` (N x T) zeroes the advantage of the steps that are no transition (NEXT_STEP reset steps)."""
     next_values = torch.cat([values[:, 1:], bootstrap_value.unsqueeze(1)], dim=1)  # N x T
     next_values = torch.where(truncated, values, next_values)
     next_values = torch.where(terminated, torch.zeros_like(values), next_values)
     deltas = rewards + discount * next_values - values  # N x T
     continues = discount * gae_lambda * (~(terminated | truncated)).to(values.dtype)  # N x T: 0 where an episode ends
+    if valid is not None:
+        deltas = deltas * valid  # N x T: a reset step adds nothing
+        continues = continues * valid  # N x T: and passes nothing on
     advantages = torch.empty_like(values)
     running = torch.zeros_like(bootstrap_value)  # N
     for t in reversed(range(values.shape[1])):

@@ -1,4 +1,5 @@
-"""Rendered rollouts: the grid (minigrid's renderer) above a strip of what each memory layer still keeps.
+"""Rendered rollouts: the env's frame (minigrid's renderer for the tasks, any env's ``rgb_array``) above a strip of
+what each memory layer still keeps. An env that cannot render shows its observation as text instead.
 
 The strip has one row per layer and one column per past step of the episode, the newest at the
 right. A step is kept while its remaining span is positive: for Expire-Span, e_i - (t - i) + R > 0
@@ -21,6 +22,7 @@ from PIL import Image, ImageDraw
 from agents.acting import act, sample_actions
 from agents.envs import make_reference_env
 from agents.policy import Policy
+from agents.spaces import batch_of_one, to_tensor, without_text
 
 CELL_WIDTH = 8  # pixels per past step in the strip
 ROW_HEIGHT = 14  # pixels per layer
@@ -29,6 +31,20 @@ MIN_WIDTH = 512
 KEPT_DIM, KEPT_BRIGHT = np.array([20, 90, 40]), np.array([80, 255, 120])
 DROPPED = np.array([90, 30, 30])
 ANIMATION_SUFFIXES = (".gif", ".mp4")
+TEXT_FRAME = (96, 384)  # height, width of the frame that shows an unrenderable env's observation as text
+TEXT_LINE, TEXT_CHARS = 60, 360  # characters per line and in all
+
+
+def frame_of(env, obs: object) -> np.ndarray:
+    """The env's rgb_array frame, or its observation written out where it renders nothing."""
+    frame = env.render() if env.render_mode == "rgb_array" else None
+    if frame is not None:
+        return np.asarray(frame, dtype=np.uint8)
+    image = Image.new("RGB", TEXT_FRAME[::-1])
+    text = str(obs)[:TEXT_CHARS]
+    lines = [text[i : i + TEXT_LINE] for i in range(0, len(text), TEXT_LINE)]
+    ImageDraw.Draw(image).multiline_text((4, 4), "\n".join(["observation:", *lines]), fill=(230, 230, 230))
+    return np.asarray(image)
 
 
 def remaining_spans(spans: np.ndarray, ramp: float) -> np.ndarray:
@@ -65,6 +81,7 @@ def compose(grid: np.ndarray, strip: np.ndarray, width: int) -> np.ndarray:
 def play_episodes(policy: Policy, env_name: str, env_config: dict[str, Any], episodes: int, seed: int) -> np.ndarray:
     """Play ``episodes`` episodes of the reference env (batch of one) and return the frames, F x H x W x 3 uint8."""
     env = make_reference_env(env_name, render_mode="rgb_array", **env_config)
+    space = without_text(env.observation_space)
     device = next(policy.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     ramp = float(getattr(policy.memory, "ramp", 0))
@@ -76,17 +93,20 @@ def play_episodes(policy: Policy, env_name: str, env_config: dict[str, Any], epi
         state = policy.initial_state(1, device)
         first = torch.ones(1, dtype=torch.bool, device=device)
         spans, total, done, t = [], 0.0, False, 0
-        pictures.append((env.render(), None, f"episode {episode + 1}, step 0"))
+        pictures.append((frame_of(env, obs), None, f"episode {episode + 1}, step 0"))
         while not done:
-            obs_tensor = torch.as_tensor(obs, device=device).unsqueeze(0)  # 1 x 3 x 3 x V
+            obs_tensor = to_tensor(batch_of_one(obs), space, device)  # 1 x observation
             logits, _, state, record = act(policy, obs_tensor, state, first)
             if record.spans is not None:
                 spans.append(record.spans[:, 0, 0].float().cpu().numpy())  # n_layers
-            obs, reward, terminated, truncated, _ = env.step(int(sample_actions(logits, generator)[0]))
+            action = sample_actions(logits, generator, policy.action_splits)[0].cpu().numpy()  # () or K
+            start = getattr(env.action_space, "start", 0)  # gymnasium's actions may be counted from a start
+            env_action = int(action + start) if action.ndim == 0 else action + start
+            obs, reward, terminated, truncated, _ = env.step(env_action)
             first = torch.zeros_like(first)
             total, done, t = total + float(reward), terminated or truncated, t + 1
             remaining = remaining_spans(np.stack(spans, axis=1), ramp) if spans else None
-            pictures.append((env.render(), remaining, f"episode {episode + 1}, step {t}, return {total:.2f}"))
+            pictures.append((frame_of(env, obs), remaining, f"episode {episode + 1}, step {t}, return {total:.2f}"))
     env.close()
     policy.train(was_training)
     width = max(MIN_WIDTH, max(grid.shape[1] for grid, _, _ in pictures))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch._inductor.config
 import torch.distributed as dist
+from gymnasium import Space
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -23,12 +24,14 @@ from agents.a2c import A2C
 from agents.acting import ActingStep, GraphedActing, compiled_acting, eager_acting
 from agents.config_checks import OPTIMIZERS, check_agent_config
 from agents.curriculum import Curriculum, check_curriculum_config
-from agents.envs import make_batched_env
+from agents.encoders import SpaceEncoder
+from agents.envs import make_env, uses_word_grid
 from agents.episode_stats import EpisodeStats
 from agents.learner import Learner
 from agents.policy import Policy
 from agents.ppo import PPO
 from agents.rollout import Carry, Timing, collect
+from agents.spaces import action_splits, num_logits
 from memory_models import MemoryRecord
 from training.checkpoint import restore_rng_states, rng_states
 from training.distributed import World
@@ -43,20 +46,31 @@ def model_options(model_name: str, model_config: dict[str, Any]) -> dict[str, An
     return {**common, **model_config.get(model_name, {})}
 
 
-def build_policy(vocab_size: int, num_actions: int, model_name: str, config: dict[str, Any]) -> Policy:
-    """The policy of ``config``; ``agent.action_bias`` (when not empty) sets the initial bias of each action's logit,
-    so that, say, costly speech starts rare."""
-    policy = Policy(
-        vocab_size,
-        num_actions,
-        embed_dim=config["agent"]["embed_dim"],
-        model_name=model_name,
-        model_config=model_options(model_name, config["model"]),
-    )
-    bias = config["agent"]["action_bias"]
+def policy_for_env(
+    env_name: str, observation_space: Space, action_space: Space, model_name: str, config: dict[str, Any]
+) -> Policy:
+    """The policy for an env's spaces: the word-grid encoder for the project's tasks, else one built from the
+    observation space (``agents/encoders.py``, the ``[agent]`` table's ``embed_dim``, ``hidden`` and
+    ``normalize_obs``); Discrete or MultiDiscrete actions. ``agent.action_bias`` (when not empty) sets the
+    initial bias of each action logit, so that, say, costly speech starts rare."""
+    splits = action_splits(action_space)
+    agent, model_config = config["agent"], model_options(model_name, config["model"])
+    if uses_word_grid(env_name) and splits is None:
+        policy = Policy(observation_space.shape[-1], int(action_space.n), agent["embed_dim"], model_name, model_config)
+    else:
+
+        def encoder(d_model: int) -> SpaceEncoder:
+            hidden, normalize = agent.get("hidden", 64), agent.get("normalize_obs", False)  # task presets lack them
+            return SpaceEncoder(observation_space, d_model, agent["embed_dim"], hidden, normalize)
+
+        logits = num_logits(action_space)
+        policy = Policy(0, logits, agent["embed_dim"], model_name, model_config, encoder=encoder, action_splits=splits)
+    bias = agent["action_bias"]
     if bias:
-        if len(bias) != num_actions:
-            raise ValueError(f"agent.action_bias needs one value per action ({num_actions}), got {len(bias)}: {bias}")
+        if len(bias) != policy.actor.out_features:
+            raise ValueError(
+                f"agent.action_bias needs one value per action logit ({policy.actor.out_features}), got {len(bias)}"
+            )
         with torch.no_grad():
             policy.actor.bias.copy_(torch.tensor(bias, dtype=policy.actor.bias.dtype))
     return policy
@@ -80,9 +94,9 @@ class Trainer:
         if device.type == "cpu" and train["cpu_threads"] > 0:
             torch.set_num_threads(train["cpu_threads"])
         seed_everything(seed)  # the same initial parameters on every rank
-        self.env = make_batched_env(env_name, self.num_envs, device, **config["env"])
-        self.policy = build_policy(
-            self.env.single_observation_space.shape[-1], int(self.env.single_action_space.n), model_name, config
+        self.env = make_env(env_name, self.num_envs, device, config)
+        self.policy = policy_for_env(
+            env_name, self.env.single_observation_space, self.env.single_action_space, model_name, config
         ).to(device)
         learner_module = self.policy
         if world.distributed:
@@ -106,6 +120,7 @@ class Trainer:
         self.stats = EpisodeStats(self.num_envs, device)
         self.timing = Timing()
         self.updates = 0
+        self.resume_note: str | None = None  # why a resume was not exact, when it was not
         self.acting_step = self._acting_step(train["compile_acting"], train["cuda_graphs"])
 
     def _acting_step(self, compile_acting: bool, cuda_graphs: bool) -> ActingStep:
@@ -154,6 +169,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         metrics, record = self.learner.update(rollout)
+        self.policy.update_statistics(rollout.obs)  # after the update: the window learned with the stats it acted on
         self.timing.learning += time.perf_counter() - start
         self.updates += 1
         if self.curriculum.active:
@@ -199,11 +215,18 @@ class Trainer:
         self.policy.load_state_dict(payload["policy"])
         self.optimizer.load_state_dict(payload["optimizer"])
         rank = payload["ranks"][self.world.rank]
-        self.env.load_state_dict(rank["env"])
+        fresh_obs = self.env.load_state_dict(rank["env"])
         self.curriculum.load_state_dict(rank["curriculum"])
         carry = rank["carry"]
         device = self.world.device
         self.carry = Carry(**{name: value.to(device) for name, value in carry.items()})
+        if fresh_obs is not None:  # the env could not save its state and restarted: the memory restarts with it
+            first = torch.ones(self.num_envs, dtype=torch.bool, device=device)
+            self.carry = Carry(obs=fresh_obs, first=first, state=self.policy.initial_state(self.num_envs, device))
+            self.resume_note = (
+                f"{self.env_name} cannot save its state (exact resume needs sync vectorisation and envs with "
+                "state_dict/load_state_dict): the resumed run starts fresh episodes"
+            )
         restore_rng_states(rank["rng"])
         self.stats.load_state_dict(rank["stats"])
         self.updates = payload["updates"]

@@ -15,7 +15,8 @@ from pathlib import Path
 from agents.checkpoints import load_agent_checkpoint, load_policy_weights
 from agents.envs import make_reference_env
 from agents.rollout_video import check_animation_path, play_episodes, write_animation
-from agents.trainer import EVAL_SEED_OFFSET, build_policy
+from agents.spaces import without_text
+from agents.trainer import EVAL_SEED_OFFSET, policy_for_env
 from training.paths import check_writable_file
 
 
@@ -46,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = load_agent_checkpoint(args.checkpoint)
         config, env_name = payload["config"], payload["env_name"]
         spaces_env = make_reference_env(env_name, **config["env"])
-        policy = build_policy(
-            spaces_env.observation_space.shape[-1], int(spaces_env.action_space.n), payload["model_name"], config
-        )
+        observation_space = without_text(spaces_env.observation_space)
+        policy = policy_for_env(env_name, observation_space, spaces_env.action_space, payload["model_name"], config)
         load_policy_weights(policy, payload, args.checkpoint)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))

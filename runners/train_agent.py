@@ -1,4 +1,4 @@
-"""Train an actor-critic agent with a memory model on a memory gridworld.
+"""Train an actor-critic agent with a memory model on a memory gridworld or any gymnasium env.
 
     python runners/train_agent.py --env corridor                      # quick Corridor preset, expire_span
     python runners/train_agent.py --env corridor --model none         # the memoryless baseline
@@ -9,6 +9,8 @@
     torchrun --nproc_per_node 2 runners/train_agent.py --env corridor  # data-parallel, one env batch per rank
     python runners/train_agent.py --resume runs/<run>/checkpoint.pt   # continue exactly where it stopped
     python runners/train_agent.py --resume runs/<run>/checkpoint.pt --eval 200  # held-out sampled and greedy
+    python runners/train_agent.py --env CartPole-v1 --model lstm       # any gymnasium id: the default preset
+    python runners/train_agent.py --env popgym:popgym-RepeatPreviousEasy-v0 --config configs/popgym.toml
 
 Each run writes TensorBoard logs and checkpoints into one directory, <logdir>/<env>-<model>-seed<S>-<time>.
 """
@@ -16,6 +18,7 @@ Each run writes TensorBoard logs and checkpoints into one directory, <logdir>/<e
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,7 +29,7 @@ from tqdm import tqdm
 import memory_models
 from agents.checkpoints import check_resume_steps, load_agent_checkpoint, resume_trainer
 from agents.config_checks import check_agent_config
-from agents.envs import ENV_IDS
+from agents.envs import ENV_IDS, check_env_name, is_task
 from agents.evaluation import evaluate
 from agents.rollout_video import play_episodes, write_animation
 from agents.trainer import EVAL_SEED_OFFSET, Trainer, model_options
@@ -43,9 +46,12 @@ CHECKPOINT_NAME = "checkpoint.pt"
 DEFAULT_LOGDIR = Path("runs")
 
 
+DEFAULT_PRESET = "default_quick.toml"  # any gymnasium env without a preset of its own
+
+
 def preset_path(env: str) -> Path:
     """The env's quick preset: the default config and the schema every other config must fit."""
-    return CONFIG_DIR / f"{env}_quick.toml"
+    return CONFIG_DIR / (f"{env}_quick.toml" if is_task(env) else DEFAULT_PRESET)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--env", choices=tuple(ENV_IDS), help="the task (required unless --resume)")
+    parser.add_argument(
+        "--env",
+        help=f"a task ({', '.join(ENV_IDS)}) or any registered gymnasium id, module:Id to import its module first "
+        "(required unless --resume)",
+    )
     parser.add_argument("--model", choices=memory_models.MODEL_NAMES, help=f"memory model (default {DEFAULT_MODEL})")
     parser.add_argument("--config", type=Path, help="TOML file merged onto the env's quick preset")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
@@ -78,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_directory(logdir: Path, env: str, model: str, seed: int) -> Path:
     """Create the run's own directory (atomically: a run started at the same second gets a ``-2`` suffix)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return create_run_directory(logdir, f"{env}-{model}-seed{seed}-{stamp}")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", env)  # a gymnasium id may hold ':' or '/'
+    return create_run_directory(logdir, f"{name}-{model}-seed{seed}-{stamp}")
 
 
 def divergence_guard(trainer: Trainer, checkpoint: Path) -> DivergenceGuard:
@@ -138,7 +149,9 @@ def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Tr
         if args.eval is not None and (payload is None or args.eval < 1):
             parser.error(f"--eval needs --resume CHECKPOINT and at least 1 episode, got {args.eval}")
         if payload is None and args.env is None:
-            parser.error("--env is required (valid: " + ", ".join(ENV_IDS) + ") unless --resume is given")
+            parser.error(
+                "--env is required (" + ", ".join(ENV_IDS) + " or a gymnasium id) unless --resume is given"
+            )
         if payload is not None:
             disagreement = resume_disagreement(args, payload)
             if disagreement:
@@ -148,6 +161,7 @@ def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Tr
             check_resume_steps(payload, args.steps)
         else:
             env, model, seed = args.env, args.model or DEFAULT_MODEL, 0 if args.seed is None else args.seed
+            check_env_name(env)
             config = resolve(preset_path(env), args.config, args.set)
         if args.steps is not None:
             if args.steps < 1:
@@ -196,11 +210,12 @@ def log_scalars(writer, trainer: Trainer, metrics: dict, record, episodes: dict 
 def log_evaluation(writer, trainer: Trainer, run_dir: Path) -> dict[str, float]:
     """Held-out success and return, and one rendered rollout (its frames in TensorBoard, the GIF in the run dir)."""
     config, seed = trainer.config, EVAL_SEED_OFFSET + trainer.seed
-    results = evaluate(
-        trainer.policy, trainer.env_name, config["env"], config["log"]["eval_episodes"], seed, trainer.world.device
-    )
+    episodes, device = config["log"]["eval_episodes"], trainer.world.device
+    results = evaluate(trainer.policy, trainer.env_name, config["env"], episodes, seed, device, config.get("gym"))
     step = trainer.global_step
     for name in ("return", "success", "length"):
+        if name not in results:  # an env without a success measure
+            continue
         writer.add_scalar(f"eval/{name}", results[name], step)
         writer.add_scalar(f"eval/{name}_greedy", results[f"{name}_greedy"], step)
     frames = play_episodes(trainer.policy, trainer.env_name, config["env"], episodes=1, seed=seed)
@@ -218,6 +233,8 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
     # A resumed run drops the events past its checkpoint that the run before it logged: no step appears twice.
     purge_step = trainer.global_step + 1 if trainer.updates else None
     writer = SummaryWriter(run_dir, purge_step=purge_step) if world.is_main else None
+    if world.is_main and trainer.resume_note:
+        print(f"note: {trainer.resume_note}", flush=True)
     if world.is_main:
         compiling = " (compiles once, on the first update: about 30 s)" if "compiled" in trainer.acting_mode else ""
         print(f"acting step: {trainer.acting_mode}{compiling}", flush=True)
@@ -232,13 +249,17 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
         bar.update(trainer.steps_per_update)
         if trainer.updates % log["every_updates"] == 0:
             episodes = trainer.stats.read()
+            if episodes is not None and not getattr(trainer.env, "reports_success", True):
+                del episodes["success"]  # the env has no success measure: return only
             seconds = time.perf_counter() - interval_start
             if writer is not None:
                 log_scalars(writer, trainer, metrics, record, episodes, seconds)
             sps = log["every_updates"] * trainer.steps_per_update / seconds
             postfix = {"steps/s": f"{sps:,.0f}"}
             if episodes is not None:
-                postfix.update({"return": f"{episodes['return']:.2f}", "success": f"{episodes['success']:.0%}"})
+                postfix["return"] = f"{episodes['return']:.2f}"
+                if "success" in episodes:
+                    postfix["success"] = f"{episodes['success']:.0%}"
             bar.set_postfix(postfix)
             interval_start = time.perf_counter()
         if trainer.updates % log["checkpoint_every_updates"] == 0:
@@ -256,6 +277,12 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
 
 
 def describe_evaluation(results: dict[str, float]) -> str:
+    if "success" not in results:  # an env without a success measure
+        return (
+            f"held-out evaluation ({results['episodes']:.0f} episodes): sampled return {results['return']:.3f}, "
+            f"length {results['length']:.1f}; greedy return {results['return_greedy']:.3f}, "
+            f"length {results['length_greedy']:.1f}"
+        )
     return (
         f"held-out evaluation ({results['episodes']:.0f} episodes): sampled success {results['success']:.1%}, "
         f"return {results['return']:.3f}, length {results['length']:.1f}; greedy success "
@@ -275,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer, world = setup(args, parser)
     if args.eval is not None:
         seed = EVAL_SEED_OFFSET + trainer.seed
-        results = evaluate(trainer.policy, trainer.env_name, trainer.config["env"], args.eval, seed, world.device)
+        config = trainer.config
+        env_config, gym_config = config["env"], config.get("gym")
+        results = evaluate(trainer.policy, trainer.env_name, env_config, args.eval, seed, world.device, gym_config)
         print(describe_evaluation(results))
         close_world(world)
         return 0

@@ -149,5 +149,5 @@ def test_an_action_bias_sets_the_initial_policy():
     rollout, _ = collect(trainer.policy, trainer.acting_step, trainer.env, trainer.carry, 10, [], trainer.timing)
     counts = torch.bincount(rollout.actions.flatten(), minlength=4)
     assert counts[1] > counts[0] + counts[2] > counts[3]  # east mostly, west almost never
-    with pytest.raises(ValueError, match=r"agent.action_bias needs one value per action \(4\), got 2"):
+    with pytest.raises(ValueError, match=r"agent.action_bias needs one value per action logit \(4\), got 2"):
         corridor_trainer("none", "agent.action_bias=[1.0, 2.0]")

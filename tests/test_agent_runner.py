@@ -110,7 +110,7 @@ def test_render_writes_a_gif_of_grid_and_memory_strip(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--env", "corridr"], "invalid choice: 'corridr'"),
+        (["--env", "corridr"], "unknown env 'corridr': neither one of this project's tasks"),
         (["--env", "corridor", "--model", "expire"], "choose from 'none', 'lstm'"),
         (["--env", "corridor", "--set", "train.foo=1"], "unknown config key 'train.foo'; valid keys here: algorithm"),
         (["--env", "corridor", "--set", "train.optimizer=sgd"], "train.optimizer must be one of adam, rmsprop"),
