@@ -138,16 +138,14 @@ def plot_figure4(groups: list[Group], path: Path, title: str, metric: str = "suc
             by_model[group.model].append(group)
     for model, members in by_model.items():
         members.sort(key=lambda group: group.memory.iqm)
-        x = [group.memory.iqm for group in members]
-        y = [group.metrics[metric].iqm for group in members]
-        (line,) = axes.plot(x, y, marker="o", label=model)
-        axes.fill_between(
-            x,
-            [group.metrics[metric].low for group in members],
-            [group.metrics[metric].high for group in members],
-            color=line.get_color(),
-            alpha=0.2,
-        )
+        x = np.array([group.memory.iqm for group in members])
+        y = np.array([group.metrics[metric].iqm for group in members])
+        low, high = (np.array([getattr(group.metrics[metric], end) for group in members]) for end in ("low", "high"))
+        x_low, x_high = (np.array([getattr(group.memory, end) for group in members]) for end in ("low", "high"))
+        # Bars as well as the band: a model with one setting (Expire-Span's learned memory) has no band to draw.
+        bars = axes.errorbar(x, y, yerr=[y - low, high - y], xerr=[x - x_low, x_high - x], marker="o", capsize=3)
+        bars.set_label(model)
+        axes.fill_between(x, low, high, color=bars.lines[0].get_color(), alpha=0.2)
     axes.set_xlabel("memory used (mean past steps attended, per layer)")
     axes.set_ylabel(f"held-out {'greedy ' if metric.endswith('_greedy') else ''}success (IQM, 95% CI)")
     axes.set_ylim(-0.02, 1.02)
