@@ -15,10 +15,13 @@ OUT (default runs/studies/<study name>) then holds cells.csv (every cell), table
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib.util
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -26,11 +29,12 @@ from tqdm import tqdm
 from studies import report
 from studies.cell import CellJob, result_path
 from studies.engines import ENGINES, LocalEngine, SubmititEngine, run_jobs
-from studies.spec import load_study
+from studies.spec import Study, load_study
 from training.config import ConfigError
 from training.paths import PathError, check_writable_dir
 
 DEFAULT_OUT = Path("runs") / "studies"
+LOCK_NAME = "study.lock"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-min", type=int, default=24 * 60, help="a cell's time limit on Slurm (minutes)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval (default 2000)")
     parser.add_argument("--report-only", action="store_true", help="train nothing: report the finished cells")
+    parser.add_argument(
+        "--metric",
+        choices=("success_greedy", "success"),
+        default="success_greedy",
+        help="Figure 4's y: held-out greedy or sampled success (default success_greedy)",
+    )
     return parser
 
 
@@ -86,13 +96,26 @@ def rows_of(jobs: list[CellJob], outcomes: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def write_report(rows: list[dict], out: Path, title: str, reps: int) -> str:
+@contextlib.contextmanager
+def study_lock(out: Path) -> Iterator[None]:
+    """Held while a study runs in ``out``: a second run of it would train the same cells at once, and take a
+    running cell's fresh run directory (no checkpoint yet) for a crashed one's leftovers."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / LOCK_NAME).open("w") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PathError(f"another run of this study is using {out} (it holds {out / LOCK_NAME})") from None
+        yield  # the lock goes with the file's closing, and with the process if it dies
+
+
+def write_report(rows: list[dict], out: Path, title: str, reps: int, metric: str) -> str:
     """cells.csv, table.md and figure4.png in ``out``; returns the table."""
     report.write_cells_csv(rows, out / "cells.csv")
     groups = report.aggregate(rows, reps=reps)
     table = report.markdown_table(groups, [row for row in rows if row["status"] == "failed"])
     (out / "table.md").write_text(table, encoding="utf-8")
-    report.plot_figure4(groups, out / "figure4.png", title)
+    report.plot_figure4(groups, out / "figure4.png", title, metric)
     return table
 
 
@@ -101,6 +124,27 @@ def make_engine(args: argparse.Namespace, out: Path) -> LocalEngine | SubmititEn
         return LocalEngine(args.workers)
     gpus = 0 if args.device == "cpu" else 1
     return SubmititEngine(out / "submitit", args.cluster, args.threads, gpus, args.timeout_min, args.partition)
+
+
+def run_cells(args: argparse.Namespace, study: Study, jobs: list[CellJob], out: Path, poll_s: float) -> dict[str, dict]:
+    """Run the unfinished cells under one progress bar; their outcomes by cell name."""
+    todo = [job for job in jobs if not result_path(job.directory).is_file()]
+    if not todo:
+        return {}
+    print(f"study {study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} finished before; out {out}", flush=True)
+
+    def tell(outcome: dict) -> None:
+        if outcome["status"] == "failed":
+            tqdm.write(f"cell {outcome['name']} failed: {outcome['error']}", file=sys.stderr)
+
+    engine = make_engine(args, out)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="cell", desc=study.name)
+    try:
+        outcomes = run_jobs(todo, engine.submit, args.workers, bar, poll_s=poll_s, report=tell)
+    finally:
+        bar.close()
+        engine.close()
+    return {outcome["name"]: outcome for outcome in outcomes}
 
 
 def main(argv: list[str] | None = None, poll_s: float = 0.5) -> int:
@@ -117,28 +161,17 @@ def main(argv: list[str] | None = None, poll_s: float = 0.5) -> int:
         CellJob(cell, out / "cells" / cell.name, study.eval_episodes, study.memory_window, args.device, args.threads)
         for cell in study.cells
     ]
-    todo = [job for job in jobs if not result_path(job.directory).is_file()]
-    outcomes: dict[str, dict] = {}
     start = time.perf_counter()
-    if todo and not args.report_only:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"study {study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} finished before; out {out}", flush=True)
-
-        def tell(outcome: dict) -> None:
-            if outcome["status"] == "failed":
-                tqdm.write(f"cell {outcome['name']} failed: {outcome['error']}", file=sys.stderr)
-
-        engine = make_engine(args, out)
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="cell", desc=study.name)
+    outcomes: dict[str, dict] = {}
+    if not args.report_only:  # a report reads finished cells only: it may run beside the study
         try:
-            for outcome in run_jobs(todo, engine.submit, args.workers, bar, poll_s=poll_s, report=tell):
-                outcomes[outcome["name"]] = outcome
-        finally:
-            bar.close()
-            engine.close()
+            with study_lock(out):
+                outcomes = run_cells(args, study, jobs, out, poll_s)
+        except PathError as error:
+            parser.error(str(error))
     out.mkdir(parents=True, exist_ok=True)
     rows = rows_of(jobs, outcomes)
-    table = write_report(rows, out, f"{study.task}: {study.name}", args.reps)
+    table = write_report(rows, out, f"{study.task}: {study.name}", args.reps, args.metric)
     print(table, end="")
     counts = {status: sum(row["status"] == status for row in rows) for status in ("done", "failed", "missing")}
     print(

@@ -207,3 +207,19 @@ def test_the_same_study_runs_through_submitits_local_mode(tmp_path):
     assert study_runner.main(argv, poll_s=0.2) == 0
     assert (out / "cells" / "corridor-transformer_xl-mem_len4-seed0" / RESULT_NAME).is_file()
     assert list((out / "submitit").glob("*/*_result.pkl")), "the cell ran as a submitit job"
+
+
+@needs_rliable  # the runner checks for rliable first
+def test_a_second_run_of_a_study_in_progress_is_refused(tmp_path, capsys):
+    import fcntl
+
+    path = write_study(tmp_path / "tiny.toml", UPDATE, TINY_MODELS)
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / study_runner.LOCK_NAME).open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first run holds it
+        with pytest.raises(SystemExit) as stopped:
+            study_runner.main([str(path), "--out", str(out)])
+    assert stopped.value.code == 2
+    assert "another run of this study is using" in capsys.readouterr().err
+    assert not (out / "cells").exists(), "nothing trained"
