@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import importlib.util
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -109,6 +110,20 @@ def study_lock(out: Path) -> Iterator[None]:
         yield  # the lock goes with the file's closing, and with the process if it dies
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's or a user's kill) stops the study as Ctrl-C does: its running cells are stopped too."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def write_report(rows: list[dict], out: Path, title: str, reps: int, metric: str) -> str:
     """cells.csv, table.md and figure4.png in ``out``; returns the table."""
     report.write_cells_csv(rows, out / "cells.csv")
@@ -141,6 +156,9 @@ def run_cells(args: argparse.Namespace, study: Study, jobs: list[CellJob], out: 
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="cell", desc=study.name)
     try:
         outcomes = run_jobs(todo, engine.submit, args.workers, bar, poll_s=poll_s, report=tell)
+    except KeyboardInterrupt:
+        engine.stop()
+        raise
     finally:
         bar.close()
         engine.close()
@@ -165,10 +183,13 @@ def main(argv: list[str] | None = None, poll_s: float = 0.5) -> int:
     outcomes: dict[str, dict] = {}
     if not args.report_only:  # a report reads finished cells only: it may run beside the study
         try:
-            with study_lock(out):
+            with study_lock(out), terminate_as_interrupt():
                 outcomes = run_cells(args, study, jobs, out, poll_s)
         except PathError as error:
             parser.error(str(error))
+        except KeyboardInterrupt:
+            print(f"study {study.name} stopped; the same command resumes it", file=sys.stderr)
+            return 130
     out.mkdir(parents=True, exist_ok=True)
     rows = rows_of(jobs, outcomes)
     table = write_report(rows, out, f"{study.task}: {study.name}", args.reps, args.metric)

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ EVAL_LINE = re.compile(
     r"return (?P<return_greedy>-?[\d.]+), length (?P<length_greedy>[\d.]+)"
 )
 MEMORY_TAG = re.compile(r"memory/size_layer(\d+)$")
+_RUNNING: set[subprocess.Popen] = set()  # the train_agent.py processes this process waits on
+_RUNNING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,29 @@ def last_error_line(text: str) -> str:
 def run_train_agent(args: list[str], log: Path) -> str:
     """Run ``train_agent.py ARGS``, appending its output to ``log``; its output, or CellFailed."""
     command = [sys.executable, "-m", "runners.train_agent", *args]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **pipes) as process:
+        with _RUNNING_LOCK:
+            _RUNNING.add(process)
+        try:
+            stdout, stderr = process.communicate()
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(process)
     with log.open("a", encoding="utf-8") as file:
-        file.write(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}(exit status {done.returncode})\n")
-    if done.returncode != 0:
-        raise CellFailed(f"{last_error_line(done.stderr or done.stdout)} (exit status {done.returncode}; log {log})")
-    return done.stdout
+        file.write(f"$ {' '.join(command)}\n{stdout}{stderr}(exit status {process.returncode})\n")
+    if process.returncode != 0:
+        raise CellFailed(f"{last_error_line(stderr or stdout)} (exit status {process.returncode}; log {log})")
+    return stdout
+
+
+def stop_running() -> None:
+    """Terminate every train_agent.py this process started and still waits on (a study that is stopped stops
+    its cells, rather than leaving them to race the next run's resume); their last checkpoints stay whole."""
+    with _RUNNING_LOCK:
+        processes = list(_RUNNING)
+    for process in processes:
+        process.terminate()
 
 
 def train(job: CellJob) -> tuple[Path, str]:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from studies.cell import CellJob, run_cell
+from studies.cell import CellJob, run_cell, stop_running
 
 ENGINES = ("local", "submitit")
 
@@ -36,6 +36,9 @@ class LocalEngine:
 
     def submit(self, job: CellJob) -> Handle:
         return self.pool.submit(run_cell, job)
+
+    def stop(self) -> None:
+        stop_running()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -65,9 +68,16 @@ class SubmititEngine:
         if partition:
             parameters["slurm_partition"] = partition
         self.executor.update_parameters(**parameters)
+        self.jobs: list[Any] = []
 
     def submit(self, job: CellJob) -> Handle:
-        return self.executor.submit(run_cell, job)
+        self.jobs.append(self.executor.submit(run_cell, job))
+        return self.jobs[-1]
+
+    def stop(self) -> None:
+        for job in self.jobs:
+            if not job.done():
+                job.cancel(check=False)
 
     def close(self) -> None:
         """Nothing to release: submitit's jobs end on their own."""

@@ -145,7 +145,7 @@ def load_study(path: str | Path) -> Study:
     _require(isinstance(episodes, int) and episodes >= 1, "study.eval_episodes", "must be a positive integer")
     window = head.get("memory_window", 0.25)
     _require(isinstance(window, int | float) and 0 < window <= 1, "study.memory_window", "must lie in (0, 1]")
-    config = path.parent / head["config"] if "config" in head else None
+    config = (path.parent / head["config"]).resolve() if "config" in head else None  # cells run from any folder
     common = _string_list(head.get("set", []), "study.set")
     models = data.get("models")
     _require(isinstance(models, dict) and bool(models), str(path), "needs at least one [models.<name>] table")

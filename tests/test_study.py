@@ -3,6 +3,11 @@ and the statistics against values worked out by hand."""
 
 import csv
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +228,34 @@ def test_a_second_run_of_a_study_in_progress_is_refused(tmp_path, capsys):
     assert stopped.value.code == 2
     assert "another run of this study is using" in capsys.readouterr().err
     assert not (out / "cells").exists(), "nothing trained"
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc: the children of each of its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+@needs_rliable
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux /proc")
+def test_a_terminated_study_stops_its_running_cells(tmp_path):
+    models = '[models.transformer_xl]\nparam = "model.transformer_xl.mem_len"\nvalues = [4]\n'
+    path = write_study(tmp_path / "long.toml", 10_000 * UPDATE, models)  # minutes of training: it is stopped first
+    command = [sys.executable, "-m", "runners.study", str(path), "--out", str(tmp_path / "out"), "--threads", "1"]
+    study = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (cells := children(study.pid)) and time.monotonic() < deadline and study.poll() is None:
+            time.sleep(0.2)
+        assert cells, "the study started no cell"
+        study.send_signal(signal.SIGTERM)
+        _, err = study.communicate(timeout=60)
+    finally:
+        study.kill()
+    assert study.returncode == 130 and "stopped; the same command resumes it" in err
+    for cell in cells:
+        with pytest.raises(ProcessLookupError):
+            os.kill(cell, 0)
