@@ -39,7 +39,7 @@ _RUNNING_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class CellJob:
-    """Everything a worker needs to run one cell; plain data, so it pickles to a Ray or Slurm worker."""
+    """Everything a worker needs to run one cell; plain data, so it pickles to a submitit (Slurm) worker."""
 
     cell: Cell
     directory: Path  # the cell's own folder: train_agent's --logdir, the log and result.json
