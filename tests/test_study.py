@@ -1,0 +1,261 @@
+"""runners/study.py: study files, a tiny study end to end (run, skip, resume, a failing cell, the report files),
+and the statistics against values worked out by hand."""
+
+import csv
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runners import study as study_runner
+from studies.cell import LOG_NAME, RESULT_NAME, last_error_line
+from studies.spec import load_study
+from training.checkpoint import load_checkpoint
+from training.config import ConfigError
+
+needs_rliable = pytest.mark.skipif(importlib.util.find_spec("rliable") is None, reason="needs the study extra")
+
+TINY = [
+    "train.num_envs=2", "train.unroll=10", "model.d_model=16", "model.n_heads=2", "log.every_updates=1",
+    "train.compile_acting=false", "env.max_length=6", "env.max_steps=12",
+]  # fmt: skip
+UPDATE = 2 * 10  # agent steps per update
+
+
+def write_study(path: Path, steps: int, models: str, seeds: str = "[0]") -> Path:
+    sets = ", ".join(f'"{item}"' for item in TINY)
+    path.write_text(
+        f'[study]\ntask = "corridor"\nsteps = {steps}\nseeds = {seeds}\neval_episodes = 4\nmemory_window = 0.5\n'
+        f"set = [{sets}]\n\n{models}",
+        encoding="utf-8",
+    )
+    return path
+
+
+TINY_MODELS = """
+[models.transformer_xl]
+param = "model.transformer_xl.mem_len"
+values = [4, 8]
+
+[models.expire_span]
+param = "model.expire_span.max_span"
+values = [-1]  # passes the schema (an int), fails when the model is built: the failing cell
+"""
+
+
+def commands(cell_dir: Path) -> list[str]:
+    """The train_agent.py commands a cell has run, from its log."""
+    return [line for line in (cell_dir / LOG_NAME).read_text().splitlines() if line.startswith("$ ")]
+
+
+def test_shipped_study_files_load_and_fit_their_presets():
+    for path in sorted(Path("configs/studies").glob("*.toml")):
+        study = load_study(path)
+        assert study.cells, path
+        models = {cell.model for cell in study.cells}
+        assert {"expire_span", "transformer_xl"} <= models, path
+        for model in models:
+            settings = {cell.setting for cell in study.cells if cell.model == model}
+            assert len(settings) >= 3 or model == "expire_span", (path, model)
+            assert {cell.seed for cell in study.cells if cell.model == model} == set(study.seeds)
+
+
+def test_a_cell_per_model_setting_and_seed_with_its_overrides(tmp_path):
+    models = """
+[models.compressive]
+param = ["model.compressive.mem_len", "model.compressive.cmem_len"]
+values = [[16, 8], [32, 16]]
+set = ["model.compressive.compression_rate=3"]
+
+[models.lstm]
+"""
+    study = load_study(write_study(tmp_path / "s.toml", 100, models, seeds="[0, 5]"))
+    names = [cell.name for cell in study.cells]
+    assert names == [
+        "corridor-compressive-mem_len16-cmem_len8-seed0",
+        "corridor-compressive-mem_len16-cmem_len8-seed5",
+        "corridor-compressive-mem_len32-cmem_len16-seed0",
+        "corridor-compressive-mem_len32-cmem_len16-seed5",
+        "corridor-lstm-seed0",
+        "corridor-lstm-seed5",
+    ]
+    first = study.cells[0]
+    assert first.setting_label == "mem_len=16,cmem_len=8" and study.cells[-1].setting_label == "-"
+    assert first.overrides[-3:] == (
+        "model.compressive.compression_rate=3",
+        "model.compressive.mem_len=16",
+        "model.compressive.cmem_len=8",
+    )
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ('[models.gpt]\nparam = "model.gpt.x"\nvalues = [1]\n', "unknown model"),
+        ('[models.transformer_xl]\nparam = "model.transformer_xl.mem_lenn"\nvalues = [1]\n', "mem_lenn"),
+        ('[models.transformer_xl]\nparam = "model.transformer_xl.mem_len"\nvalues = [1.5]\n', "must be int"),
+        ('[models.compressive]\nparam = ["model.compressive.mem_len", "model.compressive.cmem_len"]\n'
+         "values = [[4]]\n", "one per param"),
+        ('[models.transformer_xl]\nparam = "model.transformer_xl.mem_len"\nvalues = [4, 4]\n', "share a name"),
+    ],
+)  # fmt: skip
+def test_a_bad_study_file_stops_before_any_cell_runs(tmp_path, models, message):
+    with pytest.raises(ConfigError, match=message):
+        load_study(write_study(tmp_path / "s.toml", 100, models))
+
+
+def test_the_error_line_is_the_last_thing_printed_past_progress_bar_redraws():
+    text = "acting step: eager\n 10%|#  | 1/10\r 20%|## | 2/10\nerror: loss is nan at step 40\n\n"
+    assert last_error_line(text) == "error: loss is nan at step 40"
+
+
+@needs_rliable
+def test_iqm_and_interval_match_values_worked_out_by_hand():
+    from studies.report import interval_estimates
+
+    # IQM = mean of the middle half: of 8 sorted values drop 2 at each end, (2 + 3 + 4 + 5) / 4 = 3.5,
+    # whatever the outlier 100; of 4 values drop 1 at each end, (0.2 + 0.3) / 2 = 0.25.
+    assert interval_estimates(np.array([100, 0, 1, 2, 3, 4, 5, 6]), reps=200).iqm == pytest.approx(3.5)
+    four = interval_estimates(np.array([0.4, 0.1, 0.3, 0.2]), reps=2000)
+    assert four.iqm == pytest.approx(0.25) and 0.1 <= four.low < 0.25 < four.high <= 0.4
+    # Two seeds, 0 and 1: a resample is {0, 0}, {0, 1}, {1, 0} or {1, 1}, and a trimmed mean of 2 values trims
+    # nothing, so the bootstrap IQMs are 0, 0.5, 0.5, 1 with chances 1/4, 1/2, 1/4: the 2.5% and 97.5%
+    # percentiles are 0 and 1.
+    two = interval_estimates(np.array([0.0, 1.0]), reps=2000)
+    assert (two.iqm, two.low, two.high) == pytest.approx((0.5, 0.0, 1.0))
+    same = interval_estimates(np.array([0.7, 0.7, 0.7]), reps=200)
+    assert (same.iqm, same.low, same.high) == pytest.approx((0.7, 0.7, 0.7))
+
+
+@needs_rliable
+def test_aggregate_groups_finished_seeds_per_model_and_setting():
+    from studies.report import aggregate
+
+    def row(setting, seed, success, memory, status="done"):
+        metrics = {"success_greedy": success, "success": success / 2, "return_greedy": success, "return": 0.0}
+        return {"task": "corridor", "model": "transformer_xl", "setting": setting, "seed": seed, "status": status,
+                "memory_mean": memory, **metrics}  # fmt: skip
+
+    rows = [row("mem_len=8", s, v, m) for s, v, m in [(0, 0.4, 7.0), (1, 0.1, 8.0), (2, 0.3, 6.0), (3, 0.2, 5.0)]]
+    rows += [row("mem_len=8", 4, 1.0, 100.0, status="failed"), row("mem_len=16", 0, 0.9, 15.0)]
+    small, large = aggregate(rows, reps=200)
+    assert (small.setting, small.seeds, large.setting, large.seeds) == ("mem_len=8", 4, "mem_len=16", 1)
+    assert small.metrics["success_greedy"].iqm == pytest.approx(0.25)  # the failed seed's 1.0 is left out
+    assert small.metrics["success"].iqm == pytest.approx(0.125)
+    assert small.memory.iqm == pytest.approx(6.5)  # (6 + 7) / 2
+    assert large.metrics["success_greedy"].iqm == pytest.approx(0.9)
+
+
+@needs_rliable
+@pytest.mark.slow
+def test_a_tiny_study_runs_skips_finished_cells_resumes_and_reports_a_failing_cell(tmp_path, capsys):
+    path = write_study(tmp_path / "tiny.toml", 2 * UPDATE, TINY_MODELS)
+    out = tmp_path / "out"
+    argv = [str(path), "--out", str(out), "--workers", "2", "--threads", "1"]
+    assert study_runner.main(argv, poll_s=0.1) == 1  # one cell fails
+    printed = capsys.readouterr()
+    failing = "corridor-expire_span-max_span-1-seed0"
+    assert f"cell {failing} failed: train_agent.py: error: max_span" in printed.err
+    cells = out / "cells"
+    small, large = cells / "corridor-transformer_xl-mem_len4-seed0", cells / "corridor-transformer_xl-mem_len8-seed0"
+    for cell_dir in (small, large):
+        result = (cell_dir / RESULT_NAME).read_text()
+        assert '"episodes": 4.0' in result and '"memory_layers": [' in result
+        assert len(commands(cell_dir)) == 1
+    with (out / "cells.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["setting"], row["status"]) for row in rows] == [
+        ("mem_len=4", "done"),
+        ("mem_len=8", "done"),
+        ("max_span=-1", "failed"),
+    ]
+    for row in rows[:2]:
+        assert 0 <= float(row["success_greedy"]) <= 1 and 0 <= float(row["success"]) <= 1
+        layers = [float(size) for size in row["memory_layers"].split()]
+        # A cache of mem_len steps, and episodes of at most 12 steps: each query sees fewer than both.
+        assert len(layers) == 2 and 0 < float(row["memory_mean"]) <= min(int(row["setting"].split("=")[1]), 12)
+    assert "max_span and ramp must be at least 1" in rows[2]["error"]
+    table = (out / "table.md").read_text()
+    assert "| corridor | transformer_xl | mem_len=4 | 1 |" in table and f"`{failing}`" in table
+    assert (out / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Again: the finished cells are skipped (no new command in their logs); the failing one is tried again.
+    assert study_runner.main(argv, poll_s=0.1) == 1
+    assert len(commands(small)) == len(commands(large)) == 1
+    assert len(commands(cells / failing)) == 2
+
+    # An interrupted cell (a checkpoint, no result) resumes from its checkpoint in the same run directory.
+    (small / RESULT_NAME).unlink()
+    write_study(path, 4 * UPDATE, TINY_MODELS)
+    assert study_runner.main(argv, poll_s=0.1) == 1
+    resumed = commands(small)
+    assert len(resumed) == 2 and "--resume" in resumed[1] and "train.cpu_threads=1" in resumed[1]
+    (checkpoint,) = small.glob("*/checkpoint.pt")
+    assert load_checkpoint(checkpoint)["global_step"] == 4 * UPDATE
+    assert len(commands(large)) == 1
+
+
+@needs_rliable
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason="needs the cluster extra")
+def test_the_same_study_runs_through_submitits_local_mode(tmp_path):
+    models = '[models.transformer_xl]\nparam = "model.transformer_xl.mem_len"\nvalues = [4]\n'
+    path = write_study(tmp_path / "tiny.toml", UPDATE, models)
+    out = tmp_path / "out"
+    argv = [str(path), "--out", str(out), "--engine", "submitit", "--cluster", "local", "--threads", "1"]
+    assert study_runner.main(argv, poll_s=0.2) == 0
+    assert (out / "cells" / "corridor-transformer_xl-mem_len4-seed0" / RESULT_NAME).is_file()
+    assert list((out / "submitit").glob("*/*_result.pkl")), "the cell ran as a submitit job"
+
+
+@needs_rliable  # the runner checks for rliable first
+def test_a_second_run_of_a_study_in_progress_is_refused(tmp_path, capsys):
+    import fcntl
+
+    path = write_study(tmp_path / "tiny.toml", UPDATE, TINY_MODELS)
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / study_runner.LOCK_NAME).open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first run holds it
+        with pytest.raises(SystemExit) as stopped:
+            study_runner.main([str(path), "--out", str(out)])
+    assert stopped.value.code == 2
+    assert "another run of this study is using" in capsys.readouterr().err
+    assert not (out / "cells").exists(), "nothing trained"
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc: the children of each of its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+@needs_rliable
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux /proc")
+def test_a_terminated_study_stops_its_running_cells(tmp_path):
+    models = '[models.transformer_xl]\nparam = "model.transformer_xl.mem_len"\nvalues = [4]\n'
+    path = write_study(tmp_path / "long.toml", 10_000 * UPDATE, models)  # minutes of training: it is stopped first
+    command = [sys.executable, "-m", "runners.study", str(path), "--out", str(tmp_path / "out"), "--threads", "1"]
+    study = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (cells := children(study.pid)) and time.monotonic() < deadline and study.poll() is None:
+            time.sleep(0.2)
+        assert cells, "the study started no cell"
+        study.send_signal(signal.SIGTERM)
+        _, err = study.communicate(timeout=60)
+    finally:
+        study.kill()
+    assert study.returncode == 130 and "stopped; the same command resumes it" in err
+    for cell in cells:
+        with pytest.raises(ProcessLookupError):
+            os.kill(cell, 0)
