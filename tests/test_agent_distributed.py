@@ -17,8 +17,8 @@ from training.distributed import close_world, init_world
 
 torch.set_num_threads(1)
 world = init_world("cpu")
-overrides = ["train.num_envs=3", "train.unroll=6", "model.d_model=16", "model.n_heads=2", "env.max_length=6",
-             "train.compile_acting=false"]
+overrides = ["train.num_envs=3", "ppo.minibatches=3", "train.unroll=6", "model.d_model=16", "model.n_heads=2",
+             "env.max_length=6", "train.compile_acting=false"]
 trainer = Trainer("corridor", "expire_span", resolve("configs/corridor_quick.toml", overrides=overrides), world, 0)
 initial = parameters_to_vector(trainer.policy.parameters()).detach().clone()
 for _ in range(3):

@@ -203,7 +203,7 @@ def test_gae_stops_at_true_ends_and_bootstraps_at_time_limits_and_window_ends():
 def tiny_config() -> dict:
     config = resolve(
         "configs/corridor_quick.toml",
-        overrides=["train.num_envs=3", "train.unroll=10", "model.d_model=16", "model.n_heads=2"]
+        overrides=["train.num_envs=3", "ppo.minibatches=3", "train.unroll=10", "model.d_model=16", "model.n_heads=2"]
         + ["train.compile_acting=false"],  # compiling takes seconds; tested apart
     )
     config["env"].update(SHORT_CORRIDOR)
@@ -221,8 +221,11 @@ def test_training_is_deterministic_under_a_fixed_seed():
         assert torch.equal(value, runs[1][name]), name
 
 
-def test_an_update_changes_every_parameter_the_loss_reaches():
-    trainer = Trainer("corridor", "lstm", tiny_config(), CPU, seed=0)
+@pytest.mark.parametrize("algorithm", ["a2c", "ppo"])
+def test_an_update_changes_every_parameter_the_loss_reaches(algorithm):
+    config = tiny_config()
+    config["train"]["algorithm"] = algorithm
+    trainer = Trainer("corridor", "lstm", config, CPU, seed=0)
     before = {name: value.clone() for name, value in trainer.policy.named_parameters()}
     metrics, record = trainer.update()
     assert all(torch.isfinite(value) for value in metrics.values())

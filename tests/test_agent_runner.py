@@ -16,6 +16,7 @@ from training.config import resolve
 
 TINY = [
     "--set", "train.num_envs=2",
+    "--set", "ppo.minibatches=2",
     "--set", "train.unroll=5",
     "--set", "model.d_model=16",
     "--set", "model.n_heads=2",

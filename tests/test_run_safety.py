@@ -32,6 +32,7 @@ from training.strict_json import dumps
 ROOT = Path(__file__).resolve().parents[1]
 AGENT_TINY = [
     "--set", "train.num_envs=2",
+    "--set", "ppo.minibatches=2",
     "--set", "train.unroll=5",
     "--set", "model.d_model=16",
     "--set", "model.n_heads=2",
@@ -114,7 +115,7 @@ def bad_files(tmp_path_factory, agent_checkpoint, lm_checkpoint) -> dict[str, Pa
 @pytest.mark.parametrize("model", ["lstm", "expire_span"])
 def test_agent_divergence_stops_naming_step_value_and_cause_and_keeps_the_good_checkpoint(tmp_path, capsys, model):
     args = ["--env", "corridor", "--model", model, "--steps", str(20 * UPDATE), *AGENT_TINY, "--logdir", str(tmp_path)]
-    args += ["--set", "train.lr=1e30", "--set", "log.checkpoint_every_updates=1"]
+    args += ["--set", "train.lr=1e30", "--set", "log.checkpoint_every_updates=1", "--set", "train.algorithm=a2c"]
     assert train_agent.main(args) == 1
     message = error_line(capsys.readouterr().err)
     assert message.startswith("error: training diverged at step ") and "= nan" in message

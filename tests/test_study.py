@@ -22,8 +22,8 @@ from training.config import ConfigError
 needs_rliable = pytest.mark.skipif(importlib.util.find_spec("rliable") is None, reason="needs the study extra")
 
 TINY = [
-    "train.num_envs=2", "train.unroll=10", "model.d_model=16", "model.n_heads=2", "log.every_updates=1",
-    "train.compile_acting=false", "env.max_length=6", "env.max_steps=12",
+    "train.num_envs=2", "ppo.minibatches=2", "train.unroll=10", "model.d_model=16", "model.n_heads=2",
+    "log.every_updates=1", "train.compile_acting=false", "env.max_length=6", "env.max_steps=12",
 ]  # fmt: skip
 UPDATE = 2 * 10  # agent steps per update
 
