@@ -5,10 +5,8 @@ outside the models), exact resume, the shipped presets, bad folders, two-process
 """
 
 import math
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from sequence_tasks.language_model import SequenceModel
 from sequence_tasks.tasks import build_task
 from sequence_tasks.text import DataError
 from tests.corpora import book, word_lines, write_pg19, write_wikitext
+from tests.two_ranks import train_lm_on_two_ranks
 from training.checkpoint import load_checkpoint
 from training.distributed import World
 
@@ -244,27 +243,8 @@ def test_bad_folders_and_settings_stop_with_a_clear_message(tmp_path, wikitext_f
 
 @pytest.mark.parametrize("model", ["transformer_xl", "memformer"])  # DDP, and the replay path's own averaging
 def test_two_process_torchrun_on_words_keeps_ranks_identical(tmp_path, wikitext_folder, model):
-    script = tmp_path / "run_ranks.py"
-    script.write_text(
-        textwrap.dedent("""
-        import sys
-        import torch
-        from runners import train_lm
-        from training.distributed import close_world, init_world
-
-        args = train_lm.parse_args(sys.argv[1:])
-        world = init_world("cpu")
-        model, _ = train_lm.train(args, train_lm.resolve_config(args), world)
-        torch.save(model.state_dict(), args.logdir / f"rank{world.rank}.pt")
-        close_world(world)
-    """)
-    )
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = arguments(tmp_path, "wikitext103", model, wikitext_folder, "--set", "training.steps=3")
-    result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / "run" / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = train_lm_on_two_ranks(tmp_path, args)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     config = train_lm.resolve_config(train_lm.parse_args(args))
     torch.manual_seed(0)  # the runner's initialisation: the weights did move, identically on both ranks

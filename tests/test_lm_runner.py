@@ -1,10 +1,8 @@
 """runners/train_lm.py: a short run per task and per model, exact resume, bad input, two-process torchrun."""
 
 import math
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 import memory_models
 from runners import train_lm
 from sequence_tasks.text import DataError
+from tests.two_ranks import train_lm_on_two_ranks
 from training.checkpoint import from_plain, load_checkpoint
 from training.config import ConfigError
 
@@ -162,27 +161,8 @@ def test_command_line_error_has_no_traceback(tmp_path):
 
 @pytest.mark.parametrize("model", ["transformer_xl", "memformer"])  # DDP, and the replay path's own averaging
 def test_two_process_torchrun_keeps_ranks_identical(tmp_path, model):
-    script = tmp_path / "run_ranks.py"
-    script.write_text(
-        textwrap.dedent("""
-        import sys
-        import torch
-        from runners import train_lm
-        from training.distributed import close_world, init_world
-
-        args = train_lm.parse_args(sys.argv[1:])
-        world = init_world("cpu")
-        model, _ = train_lm.train(args, train_lm.resolve_config(args), world)
-        torch.save(model.state_dict(), args.logdir / f"rank{world.rank}.pt")
-        close_world(world)
-    """)
-    )
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = arguments(tmp_path, "copy", model, "--set", "training.steps=3")
-    result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / "run" / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = train_lm_on_two_ranks(tmp_path, args)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     config = train_lm.resolve_config(train_lm.parse_args(args))
     torch.manual_seed(0)  # the runner's initialisation: the weights did move, identically on both ranks

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import memory_models
 from runners import bench_models, plot_curves, render, train_agent, train_lm
+from tests.test_agent_runner import SHORT_CORRIDOR, TINY, UPDATE
 from training.checkpoint import (
     CheckpointError,
     DiskFullError,
@@ -30,19 +31,7 @@ from training.paths import create_run_directory
 from training.strict_json import dumps
 
 ROOT = Path(__file__).resolve().parents[1]
-AGENT_TINY = [
-    "--set", "train.num_envs=2",
-    "--set", "ppo.minibatches=2",
-    "--set", "train.unroll=5",
-    "--set", "model.d_model=16",
-    "--set", "model.n_heads=2",
-    "--set", "log.every_updates=1",
-    "--set", "log.eval_episodes=0",
-    "--set", "train.compile_acting=false",
-    "--set", "env.max_length=6",
-    "--set", "env.max_steps=12",
-]  # fmt: skip
-UPDATE = 2 * 5  # agent steps per update with AGENT_TINY
+AGENT_TINY = [*TINY, *SHORT_CORRIDOR]
 LM_TINY = [
     "--set", "model.d_model=16",
     "--set", "model.n_heads=2",
