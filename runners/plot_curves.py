@@ -45,6 +45,13 @@ def read_events(run_dir: Path, tags: Iterable[str]) -> dict[str, tuple[list[int]
     return found
 
 
+def check_runs(parser: argparse.ArgumentParser, runs: list[Path]) -> None:
+    """Stop with one line when a run directory holds no TensorBoard event files."""
+    for run in runs:
+        if not list(run.glob("events.out.tfevents.*")):
+            parser.error(f"{str(run)!r} holds no TensorBoard event files")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="plot_curves.py",
@@ -66,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         check_writable_file(args.out, "--out")
     except PathError as error:
         parser.error(str(error))
-    for run in args.runs:
-        if not list(run.glob("events.out.tfevents.*")):
-            parser.error(f"{str(run)!r} holds no TensorBoard event files")
+    check_runs(parser, args.runs)
     figure, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
     for run, label in zip(args.runs, labels, strict=True):
         scalars = read_scalars(run)

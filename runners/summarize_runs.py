@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runners.plot_curves import read_events
+from runners.plot_curves import check_runs, read_events
 from training.checkpoint import CheckpointError, load_checkpoint
 
 TAGS = ("episode/success", "eval/success", "eval/success_greedy")
@@ -64,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.level <= 1:
         parser.error(f"--level must be in (0, 1], got {args.level}")
-    for run in args.runs:
-        if not list(run.glob("events.out.tfevents.*")):
-            parser.error(f"{str(run)!r} holds no TensorBoard event files")
+    check_runs(parser, args.runs)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + " --- |" * len(COLUMNS))
     for run in args.runs:

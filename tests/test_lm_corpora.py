@@ -192,25 +192,13 @@ def test_adaptive_layers_have_the_hand_counted_parameters(tmp_path, wikitext_fol
     assert full - tied == (vocab * 16 + vocab * 16 + vocab) - softmax  # a table and a linear head with its bias
 
 
-@pytest.mark.parametrize(
-    "task, config",
-    [
-        ("wikitext103", "wikitext103.toml"),
-        ("wikitext103", "wikitext103_memformer.toml"),
-        ("wikitext103", "wikitext103_quick.toml"),
-        ("pg19", "pg19.toml"),
-        ("pg19", "pg19_quick.toml"),
-    ],
-)
-def test_shipped_configs_fit_their_task_schema(task, config):
-    args = train_lm.parse_args(["--task", task, "--model", "expire_span", "--config", str(ROOT / "configs" / config)])
+@pytest.mark.parametrize("config", ["wikitext103.toml", "wikitext103_memformer.toml", "wikitext103_quick.toml"])
+def test_the_wikitext_presets_adaptive_bands_fit_its_vocabulary(config):
+    """(tests/test_lm_runner.py checks every shipped config against its task's schema.)"""
+    args = train_lm.parse_args(["--task", "wikitext103", "--model", "lstm", "--config", str(ROOT / "configs" / config)])
     resolved = train_lm.resolve_config(args)
-    train_lm.check_training(task, resolved["training"])
-    for model in train_lm.MODELS:
-        assert set(resolved["models"][model]) <= set(memory_models.model_options(model)), model
-    if task == "wikitext103":
-        memory = memory_models.build("lstm", d_model=resolved["model"]["d_model"])
-        SequenceModel(memory, 267_735, 267_735, **resolved["output"])  # the WikiText-103 vocabulary fits the bands
+    memory = memory_models.build("lstm", d_model=resolved["model"]["d_model"])
+    SequenceModel(memory, 267_735, 267_735, **resolved["output"])  # the WikiText-103 vocabulary fits the bands
 
 
 def test_bad_folders_and_settings_stop_with_a_clear_message(tmp_path, wikitext_folder, pg19_folder):

@@ -105,6 +105,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, model):
         ("collision", "collision_gpu.toml"),
         ("enwik8", "lm_enwik8_small.toml"),
         ("text", "lm_text_quick.toml"),
+        ("wikitext103", "wikitext103.toml"),
+        ("wikitext103", "wikitext103_memformer.toml"),
+        ("wikitext103", "wikitext103_quick.toml"),
+        ("pg19", "pg19.toml"),
+        ("pg19", "pg19_quick.toml"),
     ],
 )
 def test_shipped_configs_fit_their_task_schema(task, config):
