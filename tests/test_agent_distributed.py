@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.two_ranks import worker_errors
+
 ROOT = Path(__file__).resolve().parent.parent
 
 WORKER = """
@@ -43,5 +45,6 @@ def test_two_ranks_keep_identical_parameters():
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += ["--no-python", sys.executable, "-c", WORKER]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, worker_errors(result.stderr)
     assert "ranks agree" in result.stdout
+

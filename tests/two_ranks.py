@@ -30,5 +30,10 @@ def train_lm_on_two_ranks(tmp_path: Path, args: list[str]) -> tuple[dict, dict]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, worker_errors(result.stderr)
     return tuple(torch.load(tmp_path / "run" / f"rank{r}.pt") for r in (0, 1))
+
+
+def worker_errors(stderr: str) -> str:
+    """The ranks' own messages come before torchrun's long summary; keep both ends."""
+    return stderr if len(stderr) <= 6000 else stderr[:4000] + "\n[...]\n" + stderr[-2000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -49,4 +50,6 @@ def init_world(device: str) -> World:
 
 def close_world(world: World) -> None:
     if world.distributed and dist.is_initialized():
+        if sys.exc_info()[1] is None:  # a clean exit: no rank tears down connections another still uses
+            dist.barrier()  # (while an error propagates the others may sit in another collective: no barrier)
         dist.destroy_process_group()
