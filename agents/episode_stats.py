@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 # Per-episode counters a task may report in `info` (Instruction's accuracy), summed like the rest.
-TASK_COUNTERS = ("instructions_received", "instructions_right", "instructions_wrong")
+TASK_COUNTERS = ("instructions_received", "instructions_right", "instructions_failed", "instructions_wrong")
 
 
 class EpisodeStats:
@@ -40,7 +40,8 @@ class EpisodeStats:
     def read(self) -> dict[str, float] | None:
         """Means over the episodes finished since the last read (None if none finished), then start afresh.
 
-        With Instruction's counters, also `instruction_accuracy`: instructions executed right over all executions.
+        With Instruction's counters, also `instruction_accuracy`: of the instructions attempted (the first
+        speech to a ready target), the share carried out.
         """
         totals = dict(zip(self.sums, torch.stack([s.sum() for s in self.sums.values()]).tolist(), strict=True))
         for tensor in self.sums.values():
@@ -49,7 +50,7 @@ class EpisodeStats:
         if episodes == 0:
             return None
         means = {name: total / episodes for name, total in totals.items()}
-        executed = totals["instructions_right"] + totals["instructions_wrong"]
+        executed = totals["instructions_right"] + totals["instructions_failed"]
         if totals["instructions_received"] > 0:
             means["instruction_accuracy"] = totals["instructions_right"] / executed if executed else 0.0
         else:

@@ -42,7 +42,8 @@ Rules:
     instruction has failed (it is resolved: no second try);
   - c has nothing ready (c is no target, its instruction is not shown yet, or already resolved):
     reward -`wrong_penalty`.
-  Every penalised speech action is wrong. Several instructions may be pending at once.
+  Every penalised speech action is wrong; with `wrong_penalty` 0 speech is free and nothing is
+  wrong. Several instructions may be pending at once.
 - Distractors: `n_wanderers` (default 4) cats walk around the floor border (16 cells) of their
   room, clockwise, one cell per step, from a per-episode room and phase; the agent walks over them
   (both words show on its cell). Chatter: at some steps the agent's cell shows a character's name
@@ -54,9 +55,9 @@ Rules:
   the time limit `max_steps` (default 1000) truncates it. A success is an episode that ends with
   every instruction carried out and no wrong speech action.
 - `info` at every step (and reset) counts, in the episode so far: `instructions_received` (shown up
-  to and including this observation), `instructions_right` (carried out) and `instructions_wrong`
-  (penalised speech actions, failed instructions included); the instruction accuracy is right /
-  (right + wrong).
+  to and including this observation), `instructions_right` (carried out), `instructions_failed`
+  (a wrong sender said to a ready target) and `instructions_wrong` (penalised speech actions,
+  failed instructions included); the instruction accuracy is right / (right + failed).
 
 Why these rules (the design aims at a task a memory agent learns and a memoryless one cannot):
 - The sender is shown once, `delay` steps before it can be used, and is drawn uniformly among the
@@ -76,6 +77,11 @@ Why these rules (the design aims at a task a memory agent learns and a memoryles
 - Agent side (not in this module): a policy that starts with uniform logits speaks n_characters /
   (4 + n_characters) of the time; a negative initial bias on the speech logits (speech rare at
   init) lets it walk to the characters before it learns whom to tell what.
+- Free speech is no mistake (`wrong_penalty` 0): a first curriculum stage without penalty can then be
+  won, and promoted on success, by an agent that carries out every instruction while it still
+  speaks at random elsewhere; the penalised stages after it teach it to hold its tongue. (Counting
+  free speech as wrong made that stage unwinnable: the agent learned to carry out instructions and
+  stayed in it.)
 - Curriculum: `delay`, `wrong_penalty` and `chatter_prob` live in each episode's layout, so the
   batched twin can change them for new episodes only (`set_task`) while running ones keep theirs.
 - A known limit of a gridworld: the agent's position is a memory too. An agent with a memory long
@@ -462,7 +468,7 @@ class InstructionEnv(WordGridEnv):
                 self.right[k] = True
                 return 1.0
             self.failed[k] = True
-        self.wrong += 1
+        self.wrong += self.episode_penalty > 0  # free speech is no mistake
         return -self.episode_penalty
 
     def adjacent_character(self) -> int | None:
@@ -479,6 +485,7 @@ class InstructionEnv(WordGridEnv):
         return {
             "instructions_received": sum(time <= self.step_count for time, _, _ in self.schedule),
             "instructions_right": sum(self.right),
+            "instructions_failed": sum(self.failed),
             "instructions_wrong": self.wrong,
         }
 

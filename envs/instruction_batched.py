@@ -170,6 +170,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         return {
             "instructions_received": (self.layouts["times"] <= t.unsqueeze(1)).sum(1),
             "instructions_right": self.right.sum(1),
+            "instructions_failed": self.failed.sum(1),
             "instructions_wrong": self.wrong.clone(),
         }
 
@@ -200,7 +201,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self.right |= ready & said_sender
         self.failed |= ready & ~said_sender
         right = (ready & said_sender).any(1)
-        wrong = heard & ~right
+        wrong = heard & ~right & (layouts["wrong_penalty"] > 0)  # N: free speech is no mistake
         self.wrong += wrong
         reward = right.float() - wrong * layouts["wrong_penalty"].float()  # N float32: 0, +1 or -wrong_penalty
         x, y = self.x + self._dx.take(actions), self.y + self._dy.take(actions)
@@ -208,7 +209,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self.x, self.y = torch.where(stay, self.x, x), torch.where(stay, self.y, y)
         terminated = (self.right | self.failed).all(1)
         self._counts = self.counters(self.step_count + 1)
-        return reward, terminated, terminated & (self.wrong == 0)
+        return reward, terminated, self.right.all(1) & (self.wrong == 0)
 
     # ----- observation --------------------------------------------------------------------------------
 

@@ -242,13 +242,15 @@ def test_episode_stats_average_finished_episodes_and_instruction_accuracy():
         "success": torch.tensor([True, True, False]),
         "instructions_received": torch.tensor([4, 9, 2]),
         "instructions_right": torch.tensor([3, 9, 0]),
-        "instructions_wrong": torch.tensor([1, 9, 1]),
+        "instructions_failed": torch.tensor([1, 0, 1]),
+        "instructions_wrong": torch.tensor([4, 9, 1]),
     }
     stats.add(torch.tensor([True, False, True]), info)  # the middle env's episode has not ended: ignored
     read = stats.read()
     assert read["episodes"] == 2 and read["return"] == 0.5 and read["length"] == 20 and read["success"] == 0.5
     assert read["instructions_received"] == 3 and read["instruction_accuracy"] == 3 / 5
     assert stats.read() is None  # read starts afresh
-    del info["instructions_received"], info["instructions_right"], info["instructions_wrong"]
+    for name in ("instructions_received", "instructions_right", "instructions_failed", "instructions_wrong"):
+        del info[name]
     stats.add(torch.tensor([True, True, True]), info)
     assert "instruction_accuracy" not in stats.read()  # tasks without instructions report none

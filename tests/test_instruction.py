@@ -87,7 +87,9 @@ def test_defaults_vocabulary_and_actions():
     assert env.action_space.n == 4 + 8 and obs.shape == (3, 3, len(env.vocab)) and obs.dtype == np.int8
     roles = {"tell", *(f"to_{name}" for name in CHARACTERS), *(f"from_{name}" for name in CHARACTERS)}
     assert roles | set(CHARACTERS) | set(TOPICS) | {"cat", "agent", "wall", "door"} <= set(env.vocab)
-    assert info == {"instructions_received": 0, "instructions_right": 0, "instructions_wrong": 0}
+    assert info == {
+        "instructions_received": 0, "instructions_right": 0, "instructions_failed": 0, "instructions_wrong": 0
+    }
     assert env.agent_pos == (3, 3) and (env.width, env.height) == (25, 7)
     static = env.static_grid()
     assert [x for x in range(25) if static.get(x, 3) is None] == list(range(1, 24))  # rooms and doorways
@@ -158,9 +160,13 @@ def test_a_wrong_sender_fails_the_instruction_for_good():
     assert env.ready(3) == [True, False, False, False]
     _, reward, terminated, _, info = env.step(_say("cook"))
     assert reward == -0.5 and not terminated and env.failed == [True, False, False, False]
-    assert info == {"instructions_received": 1, "instructions_right": 0, "instructions_wrong": 1}
+    assert info == {
+        "instructions_received": 1, "instructions_right": 0, "instructions_failed": 1, "instructions_wrong": 1
+    }
     _, reward, _, _, info = env.step(_say("guard"))  # the right sender, too late: nothing is ready
-    assert reward == -0.5 and info == {"instructions_received": 1, "instructions_right": 0, "instructions_wrong": 2}
+    assert reward == -0.5 and info == {
+        "instructions_received": 1, "instructions_right": 0, "instructions_failed": 1, "instructions_wrong": 2
+    }
 
 
 def test_speech_to_nobody_is_silent_and_to_a_character_with_nothing_ready_is_penalised():
@@ -185,7 +191,9 @@ def test_speech_to_nobody_is_silent_and_to_a_character_with_nothing_ready_is_pen
     env.step(WEST)
     _wait(env, 42 - env.step_count)  # step count 42 = 40 + delay: the butler is back
     _, reward, _, _, info = env.step(_say("guard"))  # the earlier speech did not spend its one attempt
-    assert reward == 1 and info == {"instructions_received": 1, "instructions_right": 1, "instructions_wrong": 2}
+    assert reward == 1 and info == {
+        "instructions_received": 1, "instructions_right": 1, "instructions_failed": 0, "instructions_wrong": 2
+    }
 
 
 def test_the_episode_ends_once_every_instruction_is_resolved_right_or_wrong():
@@ -206,7 +214,9 @@ def test_the_episode_ends_once_every_instruction_is_resolved_right_or_wrong():
     assert env.adjacent_character() == 3
     _, reward, terminated, truncated, info = env.step(_say("guard"))  # the wrong sender resolves the last one
     assert reward == pytest.approx(-0.1) and terminated and not truncated
-    assert info == {"instructions_received": 3, "instructions_right": 2, "instructions_wrong": 1}
+    assert info == {
+        "instructions_received": 3, "instructions_right": 2, "instructions_failed": 1, "instructions_wrong": 1
+    }
 
 
 def test_the_layout_carries_the_episodes_delay_penalty_and_chatter():
@@ -396,3 +406,19 @@ def test_the_picture_tells_characters_cats_and_empty_niches_apart():
     env.step(NORTH)
     obs, *_ = env.step(NORTH)  # (4, 1), in front of the guard's niche
     assert _words(env, obs, 0, 1) == {"wall", "grey"}  # ... but it reads as a plain wall
+
+
+def test_free_speech_is_no_mistake_but_a_wrong_sender_still_fails():
+    env = InstructionEnv(delay=2, wrong_penalty=0.0, **QUIET)
+    env.reset(options={"layout": _layout(env, [0, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1])})
+    _go_to_slot_0(env)
+    env.step(EAST)
+    env.step(EAST)  # (4, 1): in front of the guard, who has nothing ready
+    assert env.adjacent_character() == 1
+    _, reward, _, _, info = env.step(_say("butler"))
+    assert reward == 0 and info["instructions_wrong"] == 0
+    env.step(WEST)
+    env.step(WEST)  # in front of the butler, whose instruction is ready
+    assert env.adjacent_character() == 0 and env.ready(env.step_count)[0]
+    _, reward, _, _, info = env.step(_say("cook"))
+    assert reward == 0 and info["instructions_failed"] == 1 and info["instructions_wrong"] == 0 and env.failed[0]

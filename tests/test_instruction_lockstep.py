@@ -22,7 +22,7 @@ from tests.test_batched_lockstep import DEVICES
 
 SMALL = {"n_rooms": 1, "n_characters": 3, "n_instructions": 3, "delay": 4, "n_wanderers": 3, "max_steps": 60}
 NORTH, EAST, SOUTH, WEST = range(4)
-COUNTERS = ("instructions_received", "instructions_right", "instructions_wrong")
+COUNTERS = ("instructions_received", "instructions_right", "instructions_failed", "instructions_wrong")
 
 
 def policy(references, rng):
@@ -100,7 +100,8 @@ def run_lockstep(twin, references, steps, seed=0, curriculum=None):
                 np.testing.assert_array_equal(ref_obs, info["final_obs"][i], err_msg=where)
                 assert info["episode_return"][i] == pytest.approx(returns[i], rel=1e-6, abs=1e-5), where
                 assert info["episode_length"][i] == reference.step_count, where
-                assert info["success"][i] == (ref_terminated and ref_info["instructions_wrong"] == 0), where
+                assert info["success"][i] == (ref_info["instructions_right"] == reference.n_instructions
+                                              and ref_info["instructions_wrong"] == 0), where
                 counts["success"] += bool(info["success"][i])
                 counts["completed"] += ref_terminated
                 counts["truncated"] += ref_truncated
@@ -126,10 +127,12 @@ def test_instruction_twin_matches_the_reference(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_instruction_twin_matches_the_reference_through_curriculum_changes(device):
     twin = BatchedInstructionEnv(32, device=device, **SMALL)
-    curriculum = {100: {"delay": 12, "wrong_penalty": 0.35}, 200: {"delay": 2, "chatter_prob": 1.0}}
+    free_speech = {"delay": 2, "chatter_prob": 1.0, "wrong_penalty": 0.0}  # speech costs nothing, nothing is wrong
+    curriculum = {100: {"delay": 12, "wrong_penalty": 0.35}, 200: free_speech}
     counts = run_lockstep(twin, [InstructionEnv(**SMALL) for _ in range(32)], 320, seed=3, curriculum=curriculum)
     assert counts["right"] > 200 and counts["wrong"] > 300 and counts["completed"] > 60 and counts["truncated"] > 10
     assert torch.all(twin.layouts["delay"] == 2) and torch.all(twin.layouts["chatter_prob"] == 1.0)
+    assert torch.all(twin.layouts["wrong_penalty"] == 0.0) and counts["success"] > 20
 
 
 @pytest.mark.parametrize("device", DEVICES)
