@@ -41,13 +41,6 @@ from envs.instruction_batched import BatchedInstructionEnv
 STRATEGIES = ("oracle", "guess", "wait_and_guess", "patrol_guess", "speak_to_all", "silence")
 MEMORYLESS = STRATEGIES[1:]
 PATROL_SPEECH_PROB = 0.2  # patrol_guess: how often it speaks to a character it passes
-# Overrides of configs/instruction_quick.toml's [env] proposed as curriculum stages; the last is that [env].
-PROPOSED_STAGES = (
-    {"delay": 5, "wrong_penalty": 0.0, "chatter_prob": 0.0},
-    {"delay": 10, "wrong_penalty": 0.05, "chatter_prob": 0.25},
-    {"delay": 25, "wrong_penalty": 0.1, "chatter_prob": 0.5},
-    {"delay": 50, "wrong_penalty": 0.1, "chatter_prob": 0.5},
-)
 
 
 def navigation_table(twin: BatchedInstructionEnv) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Success of the scripted Instruction agents (envs/instruction_scripted.py) on each shipped preset's
-[env] table and each proposed curriculum stage: perfect memory against the strategies that do not
+[env] table and each stage of the quick preset's curriculum: perfect memory against the strategies that do not
 remember the instructions.
 
     python -m runners.bench_instruction_scripted                  # 300 episodes per cell
@@ -11,18 +11,19 @@ import time
 
 import torch
 
-from envs.instruction_scripted import PROPOSED_STAGES, STRATEGIES, evaluate
+from envs.instruction_scripted import STRATEGIES, evaluate
 from runners import train_agent
 from training.config import resolve
 
 
 def presets() -> dict[str, dict]:
-    """Name -> [env] table: the quick preset, the paper-scale config, and the quick preset at each stage."""
+    """Name -> [env] table: the quick preset, the paper-scale config, and the quick preset at each curriculum stage."""
     preset = train_agent.preset_path("instruction")
-    quick = resolve(preset)["env"]
+    config = resolve(preset)
+    quick = config["env"]
     tables = {"instruction_quick.toml": quick}
     tables["instruction.toml"] = resolve(preset, train_agent.CONFIG_DIR / "instruction.toml")["env"]
-    for k, stage in enumerate(PROPOSED_STAGES, 1):
+    for k, stage in enumerate(config["curriculum"]["stages"], 1):
         tables[f"quick, stage {k} (delay {stage['delay']}, penalty {stage['wrong_penalty']})"] = {**quick, **stage}
     return tables
 

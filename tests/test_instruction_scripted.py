@@ -3,19 +3,21 @@ no strategy that does not remember the instructions succeeds in more than 5% (en
 
 import pytest
 
+from envs.instruction import SLOTS_PER_ROOM, front_cell
 from envs.instruction_batched import BatchedInstructionEnv
-from envs.instruction_scripted import MEMORYLESS, PROPOSED_STAGES, ScriptedAgent, evaluate
+from envs.instruction_scripted import MEMORYLESS, ScriptedAgent, evaluate
 from runners import train_agent
 from training.config import resolve
 
-QUICK = resolve(train_agent.preset_path("instruction"))["env"]
+QUICK_CONFIG = resolve(train_agent.preset_path("instruction"))
+QUICK, STAGES = QUICK_CONFIG["env"], QUICK_CONFIG["curriculum"]["stages"]
 PAPER = resolve(train_agent.preset_path("instruction"), train_agent.CONFIG_DIR / "instruction.toml")["env"]
 PRESETS = {"quick": (QUICK, 300), "paper": (PAPER, 60)}  # [env] tables and episodes to play (1000 steps each)
 
 
 def test_the_presets_are_the_final_curriculum_stage_and_the_paper_scale():
     assert QUICK["delay"] >= 50 and QUICK["n_wanderers"] > 0 and QUICK["chatter_prob"] > 0
-    assert {key: QUICK[key] for key in PROPOSED_STAGES[-1]} == PROPOSED_STAGES[-1]
+    assert {key: QUICK[key] for key in STAGES[-1]} == STAGES[-1]  # the curriculum ends on [env]
     assert (PAPER["n_rooms"], PAPER["n_characters"], PAPER["n_wanderers"]) == (4, 8, 4) and PAPER["delay"] >= 300
     for env in (QUICK, PAPER):  # guessing every sender right is rare
         assert (env["n_characters"] - 1) ** -env["n_instructions"] <= 0.05
@@ -29,9 +31,9 @@ def test_perfect_memory_succeeds_in_every_episode(preset):
                       "wrong": 0.0}  # fmt: skip
 
 
-@pytest.mark.parametrize("stage", range(len(PROPOSED_STAGES)))
-def test_perfect_memory_succeeds_in_every_proposed_curriculum_stage(stage):
-    assert evaluate("oracle", 300, **{**QUICK, **PROPOSED_STAGES[stage]})["success"] == 1.0
+@pytest.mark.parametrize("stage", range(len(STAGES)))
+def test_perfect_memory_succeeds_in_every_curriculum_stage(stage):
+    assert evaluate("oracle", 300, **{**QUICK, **STAGES[stage]})["success"] == 1.0
 
 
 def test_perfect_memory_succeeds_with_random_homes_too():
@@ -63,7 +65,7 @@ def test_the_patrols_visit_every_niche_and_speak_only_to_characters():
         _, reward, terminated, truncated, _ = twin.step(actions)
         rewards += reward[actions >= 4].tolist()
         agent.episodes_ended(terminated | truncated)
-    front_cells = {(x, y) for x in (2, 4, 8, 10) for y in (1, 5)}
+    front_cells = {front_cell(slot) for slot in range(SLOTS_PER_ROOM * QUICK["n_rooms"])}
     assert front_cells <= fronts and 0.0 not in rewards  # nothing said to nobody
     with pytest.raises(ValueError, match="strategy must be one of oracle, guess"):
         ScriptedAgent(twin, "telepathy")
