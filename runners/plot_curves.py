@@ -2,6 +2,7 @@
 
 python runners/plot_curves.py runs/<run> --out docs/images/corridor_curves.png
 python runners/plot_curves.py runs/<expire_span run> runs/<none run> --out compare.png  # several runs, one figure
+python runners/plot_curves.py runs/<run> --tags curriculum/stage episode/instruction_accuracy eval/success_greedy
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories holding TensorBoard event files")
     parser.add_argument("--labels", nargs="+", help="legend names, one per run (default: the run directory names)")
     parser.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG to write (default curves.png)")
+    parser.add_argument(
+        "--tags", nargs="+", help=f"scalars to plot, a panel each (default: {' '.join(PANELS)}, those logged)"
+    )
     args = parser.parse_args(argv)
     labels = args.labels or [run.name for run in args.runs]
     if len(labels) != len(args.runs):
@@ -74,17 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     except PathError as error:
         parser.error(str(error))
     check_runs(parser, args.runs)
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
-    for run, label in zip(args.runs, labels, strict=True):
-        scalars = read_scalars(run)
-        for axis, (tag, title) in zip(axes, PANELS.items(), strict=True):
+    tags = args.tags or list(PANELS)
+    runs_scalars = [read_scalars(run, tags) for run in args.runs]
+    missing = [tag for tag in tags if not any(tag in scalars for scalars in runs_scalars)]
+    if missing and args.tags:  # asked for by name; a default panel a model does not log stays empty
+        parser.error(f"no run logged {', '.join(missing)} (`tensorboard --logdir RUN` lists what they logged)")
+    figure, axes = plt.subplots(1, len(tags), figsize=(4 * len(tags), 3.2), squeeze=False)
+    for scalars, label in zip(runs_scalars, labels, strict=True):
+        for axis, tag in zip(axes[0], tags, strict=True):
             if tag in scalars:
                 steps, values = scalars[tag]
                 axis.plot(steps, values, label=label)
-            axis.set_title(title)
+            axis.set_title(PANELS.get(tag, tag))
             axis.set_xlabel("agent steps")
             axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110)

@@ -382,6 +382,22 @@ def test_plot_curves_and_bench_models_reject_bad_options_in_one_line(tmp_path, c
     assert stop.value.code == 2 and "--d-model (63) must be divisible by --n-heads (4)" in capsys.readouterr().err
 
 
+def test_plot_curves_draws_the_tags_asked_for_and_names_those_no_run_logged(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    with SummaryWriter(run) as writer:
+        for step in range(3):
+            writer.add_scalar("curriculum/stage", step, step)
+            writer.add_scalar("eval/success_greedy", step / 2, step)
+    out = tmp_path / "curves.png"
+    assert plot_curves.main([str(run), "--tags", "curriculum/stage", "eval/success_greedy", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+    with pytest.raises(SystemExit) as stop:
+        plot_curves.main([str(run), "--tags", "curriculum/stage", "episode/nothing", "--out", str(out)])
+    assert stop.value.code == 2 and "no run logged episode/nothing" in capsys.readouterr().err
+
+
 def test_agent_resume_below_the_checkpoints_step_is_an_error(capsys, agent_checkpoint):
     with pytest.raises(SystemExit) as stop:
         train_agent.main(["--resume", str(agent_checkpoint), "--steps", str(UPDATE - 1)])
