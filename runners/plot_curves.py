@@ -27,6 +27,13 @@ PANELS = {
     "episode/length": "episode length",
     "memory/size_layer0": "memory size, layer 0 (steps)",
 }
+TITLES = {  # panel titles of other scalars asked for with --tags; any other tag is its own title
+    **PANELS,
+    "curriculum/stage": "curriculum stage (0: the first)",
+    "episode/instruction_accuracy": "instructions right / attempted",
+    "eval/success": "held-out success (sampled)",
+    "eval/success_greedy": "held-out success (greedy)",
+}
 
 
 def read_scalars(run_dir: Path, tags: Iterable[str] = PANELS) -> dict[str, tuple[list[int], list[float]]]:
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             if tag in scalars:
                 steps, values = scalars[tag]
                 axis.plot(steps, values, label=label)
-            axis.set_title(PANELS.get(tag, tag))
+            axis.set_title(TITLES.get(tag, tag))
             axis.set_xlabel("agent steps")
             axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
