@@ -139,32 +139,18 @@ def bench(args: argparse.Namespace) -> list[str]:
 class RecurrentPPOTurns:
     """sb3-contrib's RecurrentPPO on the reference env, one rollout and update per ``update()`` call.
 
-    Its policy is an LSTM as wide and deep as the preset's memory model with nothing before or after it,
-    and it collects ``unroll`` steps of ``num_envs`` reference envs (SB3's DummyVecEnv) per update, with the
-    preset's PPO epochs and minibatches.
+    Built by ``runners/recurrent_ppo.py`` from the same settings: an LSTM as wide and deep as the preset's
+    memory model with nothing before or after it, ``unroll`` steps of ``num_envs`` reference envs (SB3's
+    DummyVecEnv) per update, the preset's PPO epochs and minibatches.
     """
 
     def __init__(self, env: str, settings: dict):
-        from sb3_contrib import RecurrentPPO
-        from stable_baselines3.common.env_util import make_vec_env
+        from runners.recurrent_ppo import build_model
 
-        from agents.envs import make_reference_env
-
-        train, model, ppo = settings["train"], settings["model"], settings["ppo"]
-        self.num_envs, unroll = train["num_envs"], train["unroll"]
-        self.steps_per_update = self.num_envs * unroll
-        vec_env = make_vec_env(lambda: make_reference_env(env, **settings["env"]), n_envs=self.num_envs, seed=0)
-        self.model = RecurrentPPO(
-            "MlpLstmPolicy",
-            vec_env,
-            n_steps=unroll,
-            batch_size=self.steps_per_update // ppo["minibatches"],
-            n_epochs=ppo["epochs"],
-            learning_rate=train["lr"],
-            policy_kwargs={"lstm_hidden_size": model["d_model"], "n_lstm_layers": model["n_layers"], "net_arch": []},
-            device="cpu",
-            seed=0,
-        )
+        train = settings["train"]
+        self.num_envs = train["num_envs"]
+        self.steps_per_update = self.num_envs * train["unroll"]
+        self.model = build_model(env, settings, seed=0)
         self.seconds: list[float] = []
 
     def update(self) -> float:

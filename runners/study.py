@@ -1,6 +1,7 @@
 """Run a study: every cell (task x model x memory setting x seed) of a study file, then the paper's Figure 4.
 
     python -m runners.study configs/studies/corridor_cpu.toml --workers 2 --threads 1
+    python -m runners.study configs/studies/popgym_cpu.toml --workers 2 --threads 1   # five envs, the peer beside
     python -m runners.study configs/studies/corridor_paper.toml --device cuda --workers 4
     python -m runners.study STUDY.toml --engine submitit --cluster slurm --partition gpu --device cuda
     python -m runners.study STUDY.toml --report-only        # the table and plot from the cells finished so far
@@ -9,7 +10,9 @@ Each cell trains with runners/train_agent.py in its own run directory under OUT/
 evaluated like ``--resume CHECKPOINT --eval N``. Running the same command again skips finished cells and
 resumes interrupted ones from their checkpoints; a failing cell is reported by name and the others go on.
 OUT (default runs/studies/<study name>) then holds cells.csv (every cell), table.md (IQM over seeds with
-95% stratified-bootstrap intervals) and figure4.png (success against the mean memory used).
+95% stratified-bootstrap intervals), figure4.png (success against the mean memory used, a panel per task)
+and scores.png (a bar per model and setting: held-out greedy success, or the MMER, the best mean training
+return, where the envs have no success measure).
 """
 
 from __future__ import annotations
@@ -125,12 +128,14 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 def write_report(rows: list[dict], out: Path, title: str, reps: int, metric: str) -> str:
-    """cells.csv, table.md and figure4.png in ``out``; returns the table."""
+    """cells.csv, table.md, figure4.png and scores.png in ``out``; returns the table."""
     report.write_cells_csv(rows, out / "cells.csv")
     groups = report.aggregate(rows, reps=reps)
     table = report.markdown_table(groups, [row for row in rows if row["status"] == "failed"])
     (out / "table.md").write_text(table, encoding="utf-8")
     report.plot_figure4(groups, out / "figure4.png", title, metric)
+    with_success = any(metric in group.metrics for group in groups) or not groups
+    report.plot_scores(groups, out / "scores.png", title, metric if with_success else "mmer")
     return table
 
 
@@ -192,12 +197,13 @@ def main(argv: list[str] | None = None, poll_s: float = 0.5) -> int:
             return 130
     out.mkdir(parents=True, exist_ok=True)
     rows = rows_of(jobs, outcomes)
-    table = write_report(rows, out, f"{study.task}: {study.name}", args.reps, args.metric)
+    title = f"{study.tasks[0]}: {study.name}" if len(study.tasks) == 1 else study.name
+    table = write_report(rows, out, title, args.reps, args.metric)
     print(table, end="")
     counts = {status: sum(row["status"] == status for row in rows) for status in ("done", "failed", "missing")}
     print(
         f"{counts['done']} of {len(rows)} cells finished, {counts['failed']} failed, {counts['missing']} not run "
-        f"({time.perf_counter() - start:.0f} s); {out / 'cells.csv'}, {out / 'table.md'}, {out / 'figure4.png'}"
+        f"({time.perf_counter() - start:.0f} s); in {out}: cells.csv, table.md, figure4.png, scores.png"
     )
     return 1 if counts["failed"] else 0
 

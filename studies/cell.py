@@ -1,9 +1,11 @@
-"""One cell of a study: train it with runners/train_agent.py (or resume it), read its held-out evaluation and
-the memory it used, record its results.
+"""One cell of a study: train it with runners/train_agent.py (or resume it), read its held-out evaluation,
+the memory it used and its best training return, record its results.
 
 The training is a subprocess of the ordinary training runner, so a crash, a divergence or a bad setting in
 one cell cannot touch another, and the cell's run directory is exactly what ``train_agent.py`` writes.
-A cell is finished once its ``result.json`` exists; until then its checkpoint, if any, is resumed.
+A cell is finished once its ``result.json`` exists; until then its checkpoint, if any, is resumed. The
+peer's cells (``recurrent_ppo``) run ``runners/recurrent_ppo.py`` the same way, but start afresh when
+interrupted: SB3 saves nothing to resume from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runners.recurrent_ppo import MODEL_NAME as PEER
 from studies.spec import Cell
 
 RESULT_NAME = "result.json"
@@ -27,12 +30,13 @@ LOG_NAME = "train.log"
 THREADS_NAME = "threads"
 CHECKPOINT_NAME = "checkpoint.pt"
 THREADS_KEY = "train.cpu_threads"
-EVAL_LINE = re.compile(
-    r"held-out evaluation \((?P<episodes>\d+) episodes\): sampled success (?P<success>[\d.]+)%, "
-    r"return (?P<return>-?[\d.]+), length (?P<length>[\d.]+); greedy success (?P<success_greedy>[\d.]+)%, "
+EVAL_LINE = re.compile(  # train_agent.py's; an env without a success measure prints no success
+    r"held-out evaluation \((?P<episodes>\d+) episodes\): sampled (success (?P<success>[\d.]+)%, )?"
+    r"return (?P<return>-?[\d.]+), length (?P<length>[\d.]+); greedy (success (?P<success_greedy>[\d.]+)%, )?"
     r"return (?P<return_greedy>-?[\d.]+), length (?P<length_greedy>[\d.]+)"
 )
 MEMORY_TAG = re.compile(r"memory/size_layer(\d+)$")
+RETURN_TAG = "episode/return"  # the mean return of the episodes of one log interval, as train_agent.py logs it
 _RUNNING: set[subprocess.Popen] = set()  # the train_agent.py processes this process waits on
 _RUNNING_LOCK = threading.Lock()
 
@@ -79,9 +83,9 @@ def last_error_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_train_agent(args: list[str], log: Path) -> str:
-    """Run ``train_agent.py ARGS``, appending its output to ``log``; its output, or CellFailed."""
-    command = [sys.executable, "-m", "runners.train_agent", *args]
+def run_runner(module: str, args: list[str], log: Path) -> str:
+    """Run ``python -m MODULE ARGS``, appending its output to ``log``; its output, or CellFailed."""
+    command = [sys.executable, "-m", module, *args]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     with subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **pipes) as process:
         with _RUNNING_LOCK:
@@ -108,7 +112,7 @@ def stop_running() -> None:
 
 
 def train(job: CellJob) -> tuple[Path, str]:
-    """Start the cell's run, or resume it from its checkpoint; the finished run's checkpoint and output.
+    """Start the cell's run, or resume it from its checkpoint; the finished run's directory and output.
 
     A resume repeats the start's flags, so train_agent.py refuses it if the study file changed under this
     cell; the thread count is the one the run started with (recorded in ``threads``), whatever this run of
@@ -116,57 +120,74 @@ def train(job: CellJob) -> tuple[Path, str]:
     final held-out evaluation is then exactly ``--resume CHECKPOINT --eval N`` (same function, policy and
     seeds), without a second process.
     """
-    cell, log = job.cell, job.directory / LOG_NAME
-    recorded = job.directory / THREADS_NAME
+    log, recorded = job.directory / LOG_NAME, job.directory / THREADS_NAME
     checkpoint = find_checkpoint(job.directory)
     threads = int(recorded.read_text()) if checkpoint is not None and recorded.is_file() else job.threads
     recorded.write_text(f"{threads}\n")
-    overrides = [*cell.overrides, f"log.eval_episodes={job.eval_episodes}"]
-    overrides += [f"{THREADS_KEY}={threads}"] if threads > 0 else []
-    flags = ["--env", cell.task, "--model", cell.model, "--seed", str(cell.seed), "--steps", str(cell.steps)]
-    flags += ["--device", job.device, "--logdir", str(job.directory)]
-    flags += ["--config", str(cell.config)] if cell.config is not None else []
-    flags += [arg for item in overrides for arg in ("--set", item)]
+    flags = [*runner_flags(job, threads), "--model", job.cell.model, "--device", job.device]
     if checkpoint is not None:
-        return checkpoint, run_train_agent(["--resume", str(checkpoint), *flags], log)
-    output = run_train_agent(flags, log)
+        return checkpoint.parent, run_runner("runners.train_agent", ["--resume", str(checkpoint), *flags], log)
+    output = run_runner("runners.train_agent", flags, log)
     checkpoint = find_checkpoint(job.directory)
     if checkpoint is None:
         raise CellFailed(f"train_agent.py wrote no checkpoint under {job.directory} (log {log})")
-    return checkpoint, output
+    return checkpoint.parent, output
+
+
+def train_peer(job: CellJob) -> tuple[Path, str]:
+    """Train the peer's cell from the start (an interrupted one's run directory is removed first)."""
+    for run_dir in job.directory.iterdir():
+        if run_dir.is_dir():
+            shutil.rmtree(run_dir)
+    output = run_runner("runners.recurrent_ppo", runner_flags(job, job.threads), job.directory / LOG_NAME)
+    runs = [run_dir for run_dir in job.directory.iterdir() if run_dir.is_dir()]
+    if len(runs) != 1:
+        raise CellFailed(f"runners/recurrent_ppo.py left {len(runs)} run directories under {job.directory}")
+    return runs[0], output
+
+
+def runner_flags(job: CellJob, threads: int) -> list[str]:
+    """The flags both runners take: env, seed, steps, run folder, config and every --set of the cell."""
+    cell = job.cell
+    overrides = [*cell.overrides, f"log.eval_episodes={job.eval_episodes}"]
+    overrides += [f"{THREADS_KEY}={threads}"] if threads > 0 else []
+    flags = ["--env", cell.task, "--seed", str(cell.seed), "--steps", str(cell.steps), "--logdir", str(job.directory)]
+    flags += ["--config", str(cell.config)] if cell.config is not None else []
+    return flags + [arg for item in overrides for arg in ("--set", item)]
 
 
 def held_out_results(output: str) -> dict[str, float]:
     """The run's final held-out evaluation, parsed from its ``held-out evaluation (N episodes): ...`` line."""
     match = EVAL_LINE.search(output)
     if match is None:
-        raise CellFailed(f"no held-out evaluation line in train_agent.py's output: {last_error_line(output)!r}")
-    values = {key: float(value) for key, value in match.groupdict().items()}
+        raise CellFailed(f"no held-out evaluation line in the runner's output: {last_error_line(output)!r}")
+    values = {key: float(value) for key, value in match.groupdict().items() if value is not None}
     for key in ("success", "success_greedy"):
-        values[key] /= 100
+        if key in values:
+            values[key] /= 100
     return values
 
 
-def memory_used(run_dir: Path, window: float) -> list[float]:
-    """Per layer, the mean of the run's ``memory/size_layer<k>`` scalars over the last ``window`` of its steps
-    (the training record's mean number of past steps a query attends to); empty if the run logged none."""
+def training_curves(run_dir: Path, window: float) -> tuple[list[float], float | None]:
+    """From the run's TensorBoard scalars: per layer, the mean of ``memory/size_layer<k>`` over the last
+    ``window`` of its steps (the training record's mean number of past steps a query attends to; empty if
+    the run logged none), and the best ``episode/return`` (POPGym's max-mean episodic return, MMER; None
+    if no episode ended)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    layers: dict[int, dict[int, float]] = {}
-    for tag in events.Tags()["scalars"]:
-        found = MEMORY_TAG.match(tag)
-        if found:
-            # By step: a resumed run's events replace the ones its predecessor logged past the checkpoint.
-            layers[int(found.group(1))] = {event.step: event.value for event in events.Scalars(tag)}
+    tags = events.Tags()["scalars"]
+    # By step: a resumed run's events replace the ones its predecessor logged past the checkpoint.
+    by_step = {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in tags}
+    layers = sorted((int(found.group(1)), tag) for tag in tags if (found := MEMORY_TAG.match(tag)))
     sizes = []
-    for layer in sorted(layers):
-        by_step = layers[layer]
-        last = max(by_step)
-        tail = [value for step, value in by_step.items() if step >= (1 - window) * last]
+    for _, tag in layers:
+        last = max(by_step[tag])
+        tail = [value for step, value in by_step[tag].items() if step >= (1 - window) * last]
         sizes.append(sum(tail) / len(tail))
-    return sizes
+    returns = by_step.get(RETURN_TAG)
+    return sizes, max(returns.values()) if returns else None
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -188,9 +209,9 @@ def run_cell(job: CellJob) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         job.directory.mkdir(parents=True, exist_ok=True)
-        checkpoint, output = train(job)
+        run_dir, output = (train_peer if cell.model == PEER else train)(job)
         results = held_out_results(output)
-        layers = memory_used(checkpoint.parent, job.memory_window)
+        layers, mmer = training_curves(run_dir, job.memory_window)
     except (CellFailed, OSError) as error:
         return {**outcome, "status": "failed", "error": str(error)}
     result = {
@@ -202,8 +223,9 @@ def run_cell(job: CellJob) -> dict[str, Any]:
         **results,
         "memory_mean": sum(layers) / len(layers) if layers else None,
         "memory_layers": layers,
+        "mmer": mmer,
         "wall_s": round(time.perf_counter() - start, 1),
-        "run_dir": str(checkpoint.parent),
+        "run_dir": str(run_dir),
     }
     write_json(result_path(job.directory), result)
     return outcome

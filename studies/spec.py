@@ -1,7 +1,7 @@
-"""A study file: the task, a base agent config, the models with the setting that sizes each one's memory, the seeds.
+"""A study file: the tasks, a base agent config, the models with the setting that sizes each one's memory, the seeds.
 
     [study]
-    task = "corridor"
+    task = "corridor"                      # a task or any gymnasium id; or tasks = ["...", "..."], one cell set each
     config = "../corridor_long.toml"       # the base agent config, relative to this file (optional)
     steps = 3_000_000
     seeds = [0, 1, 2]
@@ -18,8 +18,10 @@
     values = [[16, 8], [32, 16]]
     set = ["model.compressive.compression_rate=2"]   # this model's own overrides (optional)
 
-A model without ``param`` (``none``, ``lstm``) gets one setting. Every cell's config is resolved against
-the task's preset when the study is loaded, so a bad key stops the study before any cell trains.
+A model without ``param`` (``none``, ``lstm``) gets one setting. Beside the memory models, a study may hold
+the peer ``[models.recurrent_ppo]`` (sb3-contrib's RecurrentPPO, ``runners/recurrent_ppo.py``; no param: its
+LSTM is ``model.d_model`` wide). Every cell's config is resolved against its task's preset when the study is
+loaded, so a bad key or env id stops the study before any cell trains.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import memory_models
-from agents.envs import ENV_IDS
+from agents.envs import check_env_name
+from runners.recurrent_ppo import CURRICULUM_ERROR
+from runners.recurrent_ppo import MODEL_NAME as PEER
 from runners.train_agent import preset_path
 from training.config import ConfigError, load_toml, resolve
 
-STUDY_KEYS = {"task", "config", "steps", "seeds", "eval_episodes", "memory_window", "set", "name"}
+STUDY_KEYS = {"task", "tasks", "config", "steps", "seeds", "eval_episodes", "memory_window", "set", "name"}
 MODEL_KEYS = {"param", "values", "set"}
 
 
@@ -69,7 +73,7 @@ class Cell:
 @dataclass(frozen=True)
 class Study:
     name: str
-    task: str
+    tasks: tuple[str, ...]
     steps: int
     seeds: tuple[int, ...]
     eval_episodes: int
@@ -113,6 +117,23 @@ def _settings(name: str, table: dict[str, Any], where: str) -> list[tuple[tuple[
     return settings
 
 
+def _tasks(head: dict[str, Any]) -> tuple[str, ...]:
+    """``task`` or ``tasks``: each a task's short name or a registered gymnasium id (``module:Id``)."""
+    _require(("task" in head) != ("tasks" in head), "[study]", "needs task or tasks (one of them)")
+    tasks = [head["task"]] if "task" in head else head["tasks"]
+    where = "study.task" if "task" in head else "study.tasks"
+    _require(
+        isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks), where, "must name envs"
+    )
+    _require(len(set(tasks)) == len(tasks), where, "has repeats")
+    for task in tasks:
+        try:
+            check_env_name(task)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
+    return tuple(tasks)
+
+
 def _toml_literal(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -130,8 +151,7 @@ def load_study(path: str | Path) -> Study:
     _require(isinstance(head, dict), str(path), "needs a [study] table")
     unknown = set(head) - STUDY_KEYS
     _require(not unknown, "[study]", f"unknown keys {sorted(unknown)}; valid: {', '.join(sorted(STUDY_KEYS))}")
-    task = head.get("task")
-    _require(task in ENV_IDS, "study.task", f"{task!r} is not one of {', '.join(ENV_IDS)}")
+    tasks = _tasks(head)
     steps = head.get("steps")
     _require(isinstance(steps, int) and steps >= 1, "study.steps", f"must be a positive integer, got {steps!r}")
     seeds = head.get("seeds", [0])
@@ -150,25 +170,26 @@ def load_study(path: str | Path) -> Study:
     models = data.get("models")
     _require(isinstance(models, dict) and bool(models), str(path), "needs at least one [models.<name>] table")
     cells = []
-    for model, table in models.items():
+    valid = (*memory_models.MODEL_NAMES, PEER)
+    for task, (model, table) in product(tasks, models.items()):
         where = f"models.{model}"
-        _require(
-            model in memory_models.MODEL_NAMES, where, f"unknown model; valid: {', '.join(memory_models.MODEL_NAMES)}"
-        )
+        _require(model in valid, where, f"unknown model; valid: {', '.join(valid)}")
         _require(isinstance(table, dict), where, "must be a table")
         unknown = set(table) - MODEL_KEYS
         _require(not unknown, where, f"unknown keys {sorted(unknown)}; valid: {', '.join(sorted(MODEL_KEYS))}")
+        _require(model != PEER or "param" not in table, where, "the peer's memory is model.d_model: it takes no param")
         own = _string_list(table.get("set", []), f"{where}.set")
         for setting, seed in product(_settings(model, table, where), seeds):
             memory = [f"{key}={_toml_literal(value)}" for key, value in setting]
             cell = Cell(task, model, setting, seed, steps, config, tuple([*common, *own, *memory]))
             try:
-                resolve(preset_path(task), config, list(cell.overrides))
+                resolved = resolve(preset_path(task), config, list(cell.overrides))
             except ConfigError as error:
                 raise ConfigError(f"cell {cell.name}: {error}") from None
+            _require(model != PEER or not resolved["curriculum"]["stages"], f"cell {cell.name}", CURRICULUM_ERROR)
             cells.append(cell)
     names = [cell.name for cell in cells]
     _require(len(set(names)) == len(names), str(path), "two cells share a name (repeated memory values?)")
     name = head.get("name", path.stem)
     _require(isinstance(name, str) and bool(name), "study.name", "must be a non-empty string")
-    return Study(name, task, steps, tuple(seeds), episodes, float(window), tuple(cells))
+    return Study(name, tasks, steps, tuple(seeds), episodes, float(window), tuple(cells))

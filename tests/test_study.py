@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.envs import is_task
 from runners import study as study_runner
-from studies.cell import LOG_NAME, RESULT_NAME, last_error_line
+from studies.cell import LOG_NAME, RESULT_NAME, held_out_results, last_error_line, training_curves
 from studies.spec import load_study
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError
 
 needs_rliable = pytest.mark.skipif(importlib.util.find_spec("rliable") is None, reason="needs the study extra")
+needs_peer = pytest.mark.skipif(importlib.util.find_spec("sb3_contrib") is None, reason="needs the bench extra")
 
 TINY = [
     "train.num_envs=2", "ppo.minibatches=2", "train.unroll=10", "model.d_model=16", "model.n_heads=2",
@@ -59,11 +61,14 @@ def test_shipped_study_files_load_and_fit_their_presets():
         study = load_study(path)
         assert study.cells, path
         models = {cell.model for cell in study.cells}
-        assert {"expire_span", "transformer_xl"} <= models, path
+        for model in models:
+            assert {cell.seed for cell in study.cells if cell.model == model} == set(study.seeds)
+        if not all(is_task(task) for task in study.tasks):
+            continue  # a benchmark of outside envs (POPGym, minigrid): one setting per model
+        assert {"expire_span", "transformer_xl"} <= models, path  # Figure 4 of a task
         for model in models:
             settings = {cell.setting for cell in study.cells if cell.model == model}
             assert len(settings) >= 3 or model == "expire_span", (path, model)
-            assert {cell.seed for cell in study.cells if cell.model == model} == set(study.seeds)
 
 
 def test_a_cell_per_model_setting_and_seed_with_its_overrides(tmp_path):
@@ -108,6 +113,75 @@ set = ["model.compressive.compression_rate=3"]
 def test_a_bad_study_file_stops_before_any_cell_runs(tmp_path, models, message):
     with pytest.raises(ConfigError, match=message):
         load_study(write_study(tmp_path / "s.toml", 100, models))
+
+
+def test_tasks_may_be_several_gymnasium_ids_with_the_peer_beside_the_models(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[study]\ntasks = ["CartPole-v1", "corridor"]\nsteps = 100\nseeds = [0, 1]\n\n'
+        "[models.none]\n[models.recurrent_ppo]\n",
+        encoding="utf-8",
+    )
+    study = load_study(path)
+    assert study.tasks == ("CartPole-v1", "corridor")
+    assert [cell.name for cell in study.cells] == [
+        f"{task}-{model}-seed{seed}"
+        for task in ("CartPole-v1", "corridor")
+        for model in ("none", "recurrent_ppo")
+        for seed in (0, 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("head", "models", "message"),
+    [
+        ('task = "NoSuchEnv-v9"', "[models.none]\n", "NoSuchEnv-v9"),
+        ('tasks = ["corridor", "nosuchmodule:Env-v0"]', "[models.none]\n", "nosuchmodule"),
+        ('task = "corridor"\ntasks = ["portal"]', "[models.none]\n", "task or tasks"),
+        ('tasks = ["corridor", "corridor"]', "[models.none]\n", "repeats"),
+        ('task = "corridor"', '[models.recurrent_ppo]\nparam = "model.d_model"\nvalues = [8]\n', "no param"),
+        ('task = "instruction"', "[models.recurrent_ppo]\n", "does not follow a curriculum"),
+    ],
+)
+def test_a_bad_task_or_peer_stops_the_study_at_load(tmp_path, head, models, message):
+    path = tmp_path / "s.toml"
+    path.write_text(f"[study]\n{head}\nsteps = 100\n\n{models}", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_study(path)
+
+
+def test_held_out_results_are_read_with_or_without_a_success_measure():
+    with_success = (
+        "held-out evaluation (8 episodes): sampled success 62.5%, return 0.625, length 20.0; "
+        "greedy success 100.0%, return 1.000, length 16.0; checkpoint x"
+    )
+    assert held_out_results(with_success) == {
+        "episodes": 8.0, "success": 0.625, "return": 0.625, "length": 20.0,
+        "success_greedy": 1.0, "return_greedy": 1.0, "length_greedy": 16.0,
+    }  # fmt: skip
+    returns_only = (
+        "held-out evaluation (4 episodes): sampled return -0.250, length 51.0; greedy return 0.500, length 50.5"
+    )
+    assert held_out_results(returns_only) == {
+        "episodes": 4.0, "return": -0.25, "length": 51.0, "return_greedy": 0.5, "length_greedy": 50.5,
+    }  # fmt: skip
+
+
+def test_mmer_is_the_best_logged_mean_return_with_a_resume_replacing_the_steps_past_its_checkpoint(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    for run, points in (("a", [(10, 0.1), (20, 0.9), (30, 0.3)]), ("b", [(20, 0.2), (30, 0.4)])):
+        writer = SummaryWriter(str(tmp_path), filename_suffix=run)  # b: resumed at step 10, relogs 20 and 30
+        for step, value in points:
+            writer.add_scalar("episode/return", value, step)
+            writer.add_scalar("memory/size_layer0", 100 * value, step)
+        writer.close()
+        time.sleep(1.1)  # event files are read in the order of their names, which hold the second
+    layers, mmer = training_curves(tmp_path, window=0.5)
+    assert mmer == pytest.approx(0.4)  # the 0.9 at step 20 was replaced by the resumed run's 0.2
+    assert layers == pytest.approx([30.0])  # steps 20 and 30 of the last half: (20 + 40) / 2
+    (tmp_path / "empty").mkdir()
+    assert training_curves(tmp_path / "empty", window=0.5) == ([], None)  # a run that logged nothing
 
 
 def test_the_error_line_is_the_last_thing_printed_past_progress_bar_redraws():
@@ -199,6 +273,51 @@ def test_a_tiny_study_runs_skips_finished_cells_resumes_and_reports_a_failing_ce
     (checkpoint,) = small.glob("*/checkpoint.pt")
     assert load_checkpoint(checkpoint)["global_step"] == 4 * UPDATE
     assert len(commands(large)) == 1
+
+
+@needs_rliable
+def test_metrics_some_seeds_lack_are_left_out_and_the_table_shows_only_what_exists():
+    from studies.report import aggregate, markdown_table
+
+    def row(model, seed, mmer, success=None):
+        metrics = {"return_greedy": mmer / 2, "return": mmer / 4, "mmer": mmer, "success_greedy": success}
+        return {"task": "CartPole-v1", "model": model, "setting": "-", "seed": seed, "status": "done", **metrics}
+
+    rows = [row("lstm", 0, 0.5, success=1.0), row("lstm", 1, 0.7), row("recurrent_ppo", 0, 0.2)]
+    lstm, peer = aggregate(rows, reps=200)
+    assert set(lstm.metrics) == {"return_greedy", "return", "mmer"}  # seed 1 has no success: none for the group
+    assert lstm.metrics["mmer"].iqm == pytest.approx(0.6) and peer.metrics["mmer"].iqm == pytest.approx(0.2)
+    table = markdown_table([lstm, peer], [])
+    assert "| greedy return | sampled return | MMER |" in table and "success" not in table.split("\n")[0]
+    assert "| CartPole-v1 | recurrent_ppo | - | 1 | - | 0.100 [0.100, 0.100] | 0.050 [0.050, 0.050] |" in table
+
+
+@needs_rliable
+@needs_peer
+@pytest.mark.slow
+def test_a_gymnasium_study_trains_the_models_and_the_peer_and_reports_their_mmer(tmp_path):
+    path = tmp_path / "gym.toml"
+    sets = ["train.num_envs=2", "ppo.minibatches=2", "train.unroll=8", "model.d_model=16", "model.n_heads=2"]
+    sets += ["log.every_updates=1"]
+    path.write_text(
+        '[study]\ntask = "CartPole-v1"\nsteps = 64\neval_episodes = 2\n'
+        f"set = [{', '.join(repr(item).replace(chr(39), chr(34)) for item in sets)}]\n\n"
+        "[models.gru]\n[models.recurrent_ppo]\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    assert study_runner.main([str(path), "--out", str(out), "--threads", "1", "--reps", "50"], poll_s=0.1) == 0
+    with (out / "cells.csv").open() as file:
+        rows = {row["model"]: row for row in csv.DictReader(file)}
+    for model in ("gru", "recurrent_ppo"):
+        row = rows[model]
+        assert row["status"] == "done" and row["success"] == ""  # CartPole reports no success
+        # CartPole pays 1 per step: an episode's return is its length, and the best interval mean at least 8.
+        assert float(row["mmer"]) >= 8 and float(row["return_greedy"]) == pytest.approx(float(row["length_greedy"]))
+    (peer_run,) = (out / "cells" / "CartPole-v1-recurrent_ppo-seed0").glob("CartPole-v1-recurrent_ppo-seed0-*")
+    assert (peer_run / "model.zip").is_file()
+    assert "| CartPole-v1 | recurrent_ppo | - | 1 |" in (out / "table.md").read_text()
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @needs_rliable
