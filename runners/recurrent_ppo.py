@@ -9,7 +9,8 @@ preset's learning rate, discount, GAE lambda, entropy and value costs, gradient 
 minibatches and clip; an LSTM of ``model.d_model`` units and ``model.n_layers`` layers with nothing before
 or after it (``net_arch=[]``). The observation is flattened by gymnasium's ``FlattenObservation`` (one-hot
 for discrete parts; Text parts such as minigrid's mission dropped), since SB3 takes no Tuple space, and
-normalised by SB3's ``VecNormalize`` where ``agent.normalize_obs`` is set. Curricula are not followed.
+normalised by SB3's ``VecNormalize`` where ``agent.normalize_obs`` is set. Curricula are not followed, and
+on the project's tasks (their reference gymnasium envs, which report no success) only returns are measured.
 
 The run directory (<logdir>/<env>-recurrent_ppo-seed<S>-<time>) gets the TensorBoard scalars
 ``episode/return`` and ``episode/success`` (means over the episodes of every ``log.every_updates`` updates,
@@ -55,7 +56,7 @@ def flat_env(name: str, settings: dict[str, Any]) -> gymnasium.Env:
 
 def episode_success(info: dict[str, Any], episode_return: float, settings: dict[str, Any]) -> float | None:
     """An ended episode's success: the env's info key, else the config's return threshold, else None."""
-    gym = settings.get("gym", {})  # the project's tasks have no [gym] table; their envs report "success"
+    gym = settings.get("gym", {})  # the tasks' presets have none; their reference envs report no success
     key = gym.get("success_key", "success")
     if key in info:
         return float(bool(info[key]))

@@ -132,10 +132,12 @@ def write_report(rows: list[dict], out: Path, title: str, reps: int, metric: str
     report.write_cells_csv(rows, out / "cells.csv")
     groups = report.aggregate(rows, reps=reps)
     table = report.markdown_table(groups, [row for row in rows if row["status"] == "failed"])
+    score = metric if any(metric in group.metrics for group in groups) or not groups else "mmer"
+    if len({group.task for group in groups}) > 1:
+        table += "\n" + report.score_matrix(groups, score)
     (out / "table.md").write_text(table, encoding="utf-8")
     report.plot_figure4(groups, out / "figure4.png", title, metric)
-    with_success = any(metric in group.metrics for group in groups) or not groups
-    report.plot_scores(groups, out / "scores.png", title, metric if with_success else "mmer")
+    report.plot_scores(groups, out / "scores.png", title, score)
     return table
 
 

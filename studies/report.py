@@ -128,6 +128,18 @@ def markdown_table(groups: list[Group], failed: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def score_matrix(groups: list[Group], metric: str) -> str:
+    """A task x model (and setting) table of one metric's IQM over seeds, for studies of several tasks."""
+    columns = list(dict.fromkeys((group.model, group.setting) for group in groups))
+    cell = {(group.task, group.model, group.setting): group.metrics.get(metric) for group in groups}
+    names = [model if setting == "-" else f"{model} {setting}" for model, setting in columns]
+    lines = [f"| task | {' | '.join(names)} |", "| --- |" + " ---: |" * len(columns)]
+    for task in _tasks_of(groups):
+        values = [cell.get((task, *column)) for column in columns]
+        lines.append(f"| {task} | " + " | ".join("-" if v is None else f"{v.iqm:.3f}" for v in values) + " |")
+    return "\n".join([*lines, "", f"{METRIC_NAMES[metric]}, IQM over seeds (intervals in the table above)."]) + "\n"
+
+
 def _panels(tasks: list[str], title: str):
     """A figure with one panel per task, side by side."""
     import matplotlib

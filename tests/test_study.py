@@ -293,6 +293,24 @@ def test_metrics_some_seeds_lack_are_left_out_and_the_table_shows_only_what_exis
 
 
 @needs_rliable
+def test_the_score_matrix_has_a_row_per_task_and_a_column_per_model_with_gaps_shown():
+    from studies.report import aggregate, score_matrix
+
+    def row(task, model, seed, mmer):
+        return {"task": task, "model": model, "setting": "-", "seed": seed, "status": "done", "mmer": mmer}
+
+    rows = [row("A-v0", "lstm", 0, 0.5), row("A-v0", "lstm", 1, 0.7), row("A-v0", "none", 0, -0.5)]
+    rows += [row("B-v0", "lstm", 0, 0.2)]
+    lines = score_matrix(aggregate(rows, reps=100), "mmer").splitlines()
+    assert lines[:4] == [
+        "| task | lstm | none |",
+        "| --- | ---: | ---: |",
+        "| A-v0 | 0.600 | -0.500 |",
+        "| B-v0 | 0.200 | - |",
+    ]
+
+
+@needs_rliable
 @needs_peer
 @pytest.mark.slow
 def test_a_gymnasium_study_trains_the_models_and_the_peer_and_reports_their_mmer(tmp_path):
