@@ -11,8 +11,8 @@ evaluated like ``--resume CHECKPOINT --eval N``. Running the same command again 
 resumes interrupted ones from their checkpoints; a failing cell is reported by name and the others go on.
 OUT (default runs/studies/<study name>) then holds cells.csv (every cell), table.md (IQM over seeds with
 95% stratified-bootstrap intervals), figure4.png (success against the mean memory used, a panel per task)
-and scores.png (a bar per model and setting: held-out greedy success, or the MMER, the best mean training
-return, where the envs have no success measure).
+and scores.png (a point per model and setting with its interval). Both show held-out greedy success (or
+--metric's), or the MMER, the best mean training return, where the envs have no success measure.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def write_report(rows: list[dict], out: Path, title: str, reps: int, metric: str
     if len({group.task for group in groups}) > 1:
         table += "\n" + report.score_matrix(groups, score)
     (out / "table.md").write_text(table, encoding="utf-8")
-    report.plot_figure4(groups, out / "figure4.png", title, metric)
+    report.plot_figure4(groups, out / "figure4.png", title, score)
     report.plot_scores(groups, out / "scores.png", title, score)
     return table
 

@@ -141,15 +141,19 @@ def score_matrix(groups: list[Group], metric: str) -> str:
 
 
 def _panels(tasks: list[str], title: str):
-    """A figure with one panel per task, side by side."""
+    """A figure with one panel per task, at most three to a row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    columns = min(len(tasks), 3)
+    rows = -(-len(tasks) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+    for spare in axes.flat[len(tasks) :]:
+        spare.set_visible(False)
     figure.suptitle(title)
-    return plt, figure, dict(zip(tasks, axes[0], strict=True))
+    return plt, figure, dict(zip(tasks, axes.flat, strict=False))
 
 
 def _arrays(estimates: list[Estimate]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,8 +166,9 @@ def _tasks_of(groups: list[Group]) -> list[str]:
 
 
 def plot_figure4(groups: list[Group], path: Path, title: str, metric: str = "success_greedy") -> None:
-    """The paper's Figure 4, one panel per task: x the mean memory used, y success (IQM), one line per model
-    with its CI band. Models without a memory size (the recurrent ones) have no place on its x axis."""
+    """The paper's Figure 4, one panel per task: x the mean memory used, y success (IQM; or another metric,
+    for envs without success), one line per model with its CI band. Models without a memory size (the
+    recurrent ones) have no place on its x axis."""
     plt, figure, panels = _panels(_tasks_of(groups), title)
     for task, axes in panels.items():
         by_model: dict[str, list[Group]] = defaultdict(list)
@@ -179,8 +184,9 @@ def plot_figure4(groups: list[Group], path: Path, title: str, metric: str = "suc
             bars.set_label(model)
             axes.fill_between(x, low, high, color=bars.lines[0].get_color(), alpha=0.2)
         axes.set_xlabel("memory used (mean past steps attended, per layer)")
-        axes.set_ylabel(f"held-out {'greedy ' if metric.endswith('_greedy') else ''}success (IQM, 95% CI)")
-        axes.set_ylim(-0.02, 1.02)
+        axes.set_ylabel(f"{METRIC_NAMES[metric]} (IQM, 95% CI)")
+        if metric.startswith("success"):
+            axes.set_ylim(-0.02, 1.02)
         axes.set_title(task)
         axes.grid(alpha=0.3)
         if by_model:
@@ -191,13 +197,13 @@ def plot_figure4(groups: list[Group], path: Path, title: str, metric: str = "suc
 
 
 def plot_scores(groups: list[Group], path: Path, title: str, metric: str) -> None:
-    """One panel per task: a bar per model and memory setting, the IQM of ``metric`` with its 95% CI."""
+    """One panel per task: a point per model and memory setting, the IQM of ``metric`` with its 95% CI."""
     plt, figure, panels = _panels(_tasks_of(groups), title)
     for task, axes in panels.items():
         members = [group for group in groups if group.task == task and metric in group.metrics]
         labels = [group.model if group.setting == "-" else f"{group.model}\n{group.setting}" for group in members]
         y, low, high = _arrays([group.metrics[metric] for group in members])
-        axes.bar(range(len(members)), y, yerr=[y - low, high - y], capsize=3, color="tab:blue", alpha=0.8)
+        axes.errorbar(range(len(members)), y, yerr=[y - low, high - y], fmt="o", capsize=4)  # no baseline to hang from
         axes.set_xticks(range(len(members)), labels, rotation=45, ha="right", fontsize=8)
         axes.set_ylabel(f"{METRIC_NAMES[metric]} (IQM over seeds, 95% CI)")
         axes.set_title(task)
