@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The study runner's statistics (rliable: scipy, pandas, arch), submitit, the peer (sb3-contrib's RecurrentPPO)
-# and POPGym's envs, kept out of the core install. make test installs them too (about 40 s and 300 MB beside
+# and POPGym's envs, kept out of the core install. make test installs them too (under a minute and about 300 MB beside
 # torch's 1.2 GB), so that the study and peer tests run rather than skip; pytest in a core-only venv skips them.
 $(STUDY_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,study,cluster,bench,popgym]'
