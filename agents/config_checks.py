@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from agents.encoders import IMAGE_KINDS
+
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 ALGORITHMS = ("a2c", "ppo")
 
@@ -30,6 +32,9 @@ def check_agent_config(config: dict[str, Any], model_options: dict[str, Any]) ->
         raise ValueError(f"log.eval_episodes must be 0 (no evaluation) or more, got {log['eval_episodes']}")
     if config["agent"]["embed_dim"] < 1:
         raise ValueError(f"agent.embed_dim must be at least 1, got {config['agent']['embed_dim']}")
+    image = config["agent"].get("image", "pixels")  # the task presets have no image key
+    if image not in IMAGE_KINDS:
+        raise ValueError(f"agent.image must be one of {', '.join(IMAGE_KINDS)}, got {image!r}")
     for key in ("entropy_cost", "value_cost"):
         if config["train"][key] < 0:
             value = config["train"][key]

@@ -1,10 +1,13 @@
 """The policy's input for any supported observation space: each part encoded, joined, then a linear to d_model.
 
-Box images (3-D, channels first or last, at most 4 channels) go through a small conv net, scaled by
-the box's high; other Boxes through an MLP, optionally normalised by running statistics; Discrete and
-MultiDiscrete through embeddings (one vector per component); MultiBinary through an MLP. A Dict or
-Tuple arrives packed (``agents/spaces.py``) and is unpacked here. The project's word grids keep their
-own encoder (``agents.policy.WordGridEncoder``).
+Box images (3-D, channels first or last, at most 4 channels) go through a small conv net, as pixels
+scaled by the box's high, or, with ``agent.image = "symbolic"``, as codes: minigrid's image is a grid of
+(object, colour, state) indices in a 0-255 uint8 Box, and scaled like pixels a key (5) and a ball (6)
+differ by 0.004, too little for a freshly initialised net to tell apart, so each (channel, value) gets an
+embedding, summed per cell (BabyAI's bag of words), before the convolutions. Other Boxes go through
+an MLP, optionally normalised by running statistics; Discrete and MultiDiscrete through embeddings (one
+vector per component); MultiBinary through an MLP. A Dict or Tuple arrives packed (``agents/spaces.py``)
+and is unpacked here. The project's word grids keep their own encoder (``agents.policy.WordGridEncoder``).
 
 Running normalisation changes only between windows (``update_statistics``, called after each
 update): acting and the learner's recompute of a window see the same statistics, so the learner
@@ -28,7 +31,7 @@ NORM_CLIP = 10.0  # normalised inputs are clipped to +-10 standard deviations, a
 
 
 def image_layout(space: spaces.Space) -> str | None:
-    """"hwc" or "chw" for a Box image, None for anything else."""
+    """ "hwc" or "chw" for a Box image, None for anything else."""
     if not isinstance(space, spaces.Box) or len(space.shape) != 3:
         return None
     if space.shape[-1] <= MAX_CHANNELS:
@@ -87,16 +90,42 @@ class BoxEncoder(nn.Module):
         return self.mlp(flat if self.norm is None else self.norm(flat))  # ... x hidden
 
 
-class ImageEncoder(nn.Module):
-    """Two 3x3 convolutions (the second one strided while the image is larger than 8), then flattened."""
+IMAGE_KINDS = ("pixels", "symbolic")
 
-    def __init__(self, space: spaces.Box, layout: str, channels: int = 32):
+
+class SymbolicCells(nn.Module):
+    """An image of codes (M x C x H x W integers) -> M x E x H x W: each channel's code embedded, summed per cell."""
+
+    def __init__(self, space: spaces.Box, channels: int, embed_dim: int):
+        super().__init__()
+        low, high = float(np.min(space.low)), float(np.max(space.high))
+        if not np.issubdtype(space.dtype, np.integer) or low < 0 or not math.isfinite(high):
+            raise ValueError(
+                f'agent.image = "symbolic" needs a Box of non-negative bounded integers (codes), got {space}'
+            )
+        self.codes = int(high) + 1
+        offsets = torch.arange(channels) * self.codes  # C: each channel's codes have their own rows
+        self.register_buffer("offsets", offsets.view(1, channels, 1, 1), persistent=False)
+        self.embedding = nn.Embedding(channels * self.codes, embed_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        rows = images.long() + self.offsets  # M x C x H x W
+        return self.embedding(rows).sum(1).permute(0, 3, 1, 2)  # M x E x H x W
+
+
+class ImageEncoder(nn.Module):
+    """Two 3x3 convolutions (the second one strided while the image is larger than 8), then flattened; pixels
+    scaled to [0, 1] or codes embedded first (``kind``)."""
+
+    def __init__(self, space: spaces.Box, layout: str, kind: str = "pixels", embed_dim: int = 16, channels: int = 32):
         super().__init__()
         self.shape, self.layout = space.shape, layout
         c, h, w = space.shape if layout == "chw" else (space.shape[2], space.shape[0], space.shape[1])
+        self.cells = SymbolicCells(space, c, embed_dim) if kind == "symbolic" else None
         high = float(np.max(space.high))
         self.scale = 1.0 / high if math.isfinite(high) and high > 0 else 1.0  # uint8 pixels (0-255) to [0, 1]
-        layers: list[nn.Module] = [nn.Conv2d(c, channels // 2, 3, padding=1), nn.ReLU()]
+        in_channels = c if self.cells is None else embed_dim
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels // 2, 3, padding=1), nn.ReLU()]
         in_channels = channels // 2
         while max(h, w) > 8:
             layers += [nn.Conv2d(in_channels, channels, 3, stride=2, padding=1), nn.ReLU()]
@@ -107,10 +136,11 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-3]
-        images = x.reshape(-1, *self.shape).float() * self.scale  # M x 3-D image
+        images = x.reshape(-1, *self.shape)  # M x 3-D image
         if self.layout == "hwc":
             images = images.permute(0, 3, 1, 2)  # M x C x H x W
-        return self.net(images).reshape(*lead, -1)  # ... x out_dim
+        inputs = images.float() * self.scale if self.cells is None else self.cells(images)  # M x C' x H x W
+        return self.net(inputs).reshape(*lead, -1)  # ... x out_dim
 
 
 class DiscreteEncoder(nn.Module):
@@ -152,10 +182,10 @@ class MultiBinaryEncoder(nn.Module):
         return self.mlp(x.reshape(*x.shape[: x.dim() - len(self.shape)], -1).float())  # ... x hidden
 
 
-def leaf_encoder(space: spaces.Space, embed_dim: int, hidden: int, normalize: bool) -> nn.Module:
+def leaf_encoder(space: spaces.Space, embed_dim: int, hidden: int, normalize: bool, image: str) -> nn.Module:
     layout = image_layout(space)
     if layout is not None:
-        return ImageEncoder(space, layout)
+        return ImageEncoder(space, layout, image, embed_dim)
     if isinstance(space, spaces.Box):
         return BoxEncoder(space, hidden, normalize)
     if isinstance(space, spaces.Discrete):
@@ -168,12 +198,14 @@ def leaf_encoder(space: spaces.Space, embed_dim: int, hidden: int, normalize: bo
 class SpaceEncoder(nn.Module):
     """Any supported (text-free) observation space -> ... x d_model."""
 
-    def __init__(self, space: spaces.Space, d_model: int, embed_dim: int, hidden: int, normalize: bool):
+    def __init__(
+        self, space: spaces.Space, d_model: int, embed_dim: int, hidden: int, normalize: bool, image: str = "pixels"
+    ):
         super().__init__()
         self.composite = is_composite(space)
         self.leaf_spaces = leaves(space)
         self.sizes = [leaf_size(leaf) for leaf in self.leaf_spaces]
-        self.parts = nn.ModuleList(leaf_encoder(leaf, embed_dim, hidden, normalize) for leaf in self.leaf_spaces)
+        self.parts = nn.ModuleList(leaf_encoder(leaf, embed_dim, hidden, normalize, image) for leaf in self.leaf_spaces)
         self.project = nn.Linear(sum(part.out_dim for part in self.parts), d_model)
 
     def unpack(self, obs: Tensor) -> list[Tensor]:

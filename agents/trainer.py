@@ -50,8 +50,8 @@ def policy_for_env(
     env_name: str, observation_space: Space, action_space: Space, model_name: str, config: dict[str, Any]
 ) -> Policy:
     """The policy for an env's spaces: the word-grid encoder for the project's tasks, else one built from the
-    observation space (``agents/encoders.py``, the ``[agent]`` table's ``embed_dim``, ``hidden`` and
-    ``normalize_obs``); Discrete or MultiDiscrete actions. ``agent.action_bias`` (when not empty) sets the
+    observation space (``agents/encoders.py``, the ``[agent]`` table's ``embed_dim``, ``hidden``,
+    ``normalize_obs`` and ``image``); Discrete or MultiDiscrete actions. ``agent.action_bias`` (when not empty) sets the
     initial bias of each action logit, so that, say, costly speech starts rare."""
     splits = action_splits(action_space)
     agent, model_config = config["agent"], model_options(model_name, config["model"])
@@ -61,7 +61,8 @@ def policy_for_env(
 
         def encoder(d_model: int) -> SpaceEncoder:
             hidden, normalize = agent.get("hidden", 64), agent.get("normalize_obs", False)  # task presets lack them
-            return SpaceEncoder(observation_space, d_model, agent["embed_dim"], hidden, normalize)
+            image = agent.get("image", "pixels")
+            return SpaceEncoder(observation_space, d_model, agent["embed_dim"], hidden, normalize, image)
 
         logits = num_logits(action_space)
         policy = Policy(0, logits, agent["embed_dim"], model_name, model_config, encoder=encoder, action_splits=splits)

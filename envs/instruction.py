@@ -33,6 +33,9 @@ Rules:
   (t the step count of the observation), then comes back: its instruction is then *ready*. So an
   instruction can be carried out no sooner than `delay` (default 300) steps after it was shown; the
   schedule leaves at least S steps after the last return.
+- Returns announced (`announce_returns`, default False): at step count t_k + delay the agent's cell
+  shows `back_<target>` for that one step, wherever the agent is ("the butler is back"), so the
+  walk to a returning target starts from what is seen; the sender still has to be remembered.
 - Speech: a speech action `say_<s>` taken on the observation of step count t is heard by the present
   character c in a niche next to the agent (4-neighbour), if any. Each instruction gets one attempt:
   - nobody there (no niche next to the agent, an empty niche, or the character away): nothing
@@ -74,6 +77,12 @@ Why these rules (the design aims at a task a memory agent learns and a memoryles
 - Speech to a character with nothing ready is penalised: otherwise speaking every sender to every
   character would be free.
 - Fixed homes separate memory from exploration; random homes add search (and a map to remember).
+- Announced returns keep the walk from depending on a memory of its own: without them, the target's
+  name is seen once, `delay` steps before the walk to it, and PPO learned that walk character by
+  character; a seed that stopped visiting one character's niche got no reward to learn it from and
+  stalled there, whatever its memory of senders (BENCHMARKS.md). With them, the walk is a reaction
+  to the announcement, as Portal's walk to a door is, and memory is needed for the sender alone,
+  which no announcement names: the guessing bound above is unchanged.
 - Agent side (not in this module): a policy that starts with uniform logits speaks n_characters /
   (4 + n_characters) of the time; a negative initial bias on the speech logits (speech rare at
   init) lets it walk to the characters before it learns whom to tell what.
@@ -285,6 +294,7 @@ class InstructionEnv(WordGridEnv):
         n_wanderers: int = 4,
         chatter_prob: float = 0.5,
         random_homes: bool = True,
+        announce_returns: bool = False,
         max_steps: int = 1000,
         render_mode: str | None = None,
     ):
@@ -300,6 +310,9 @@ class InstructionEnv(WordGridEnv):
         if not isinstance(random_homes, bool):
             raise ValueError(f"random_homes must be True or False, got {random_homes!r}")
         self.random_homes = random_homes
+        if not isinstance(announce_returns, bool):
+            raise ValueError(f"announce_returns must be True or False, got {announce_returns!r}")
+        self.announce_returns = announce_returns
         self.names = CHARACTERS[:n_characters]
         self.task_words = (
             "cat",
@@ -308,6 +321,7 @@ class InstructionEnv(WordGridEnv):
             *(f"to_{name}" for name in self.names),
             *(f"from_{name}" for name in self.names),
             *TOPICS,
+            *((f"back_{name}" for name in self.names) if announce_returns else ()),
         )
         self.n_actions = len(MOVES) + n_characters
         super().__init__(
@@ -496,6 +510,8 @@ class InstructionEnv(WordGridEnv):
         for time, target, sender in self.schedule:
             if time == t:
                 words += ("tell", f"to_{self.names[target]}", f"from_{self.names[sender]}")
+            if self.announce_returns and time + self.episode_delay == t:
+                words += (f"back_{self.names[target]}",)
         entry = (self.chatter_offset + t) % CHATTER_PERIOD
         if self.chatter_draw[entry] < self.episode_chatter_prob:
             words += (self.names[self.chatter_speaker[entry]], TOPICS[self.chatter_topic[entry]])

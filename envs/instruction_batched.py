@@ -103,6 +103,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self._chatter_draw = tensor(reference.chatter_draw, torch.float64)  # (CHATTER_PERIOD,): speaks if < prob
         pairs = [("tell", f"to_{target}", f"from_{sender}") for target in names for sender in names]
         self._instruction_words = self.word_table([(), *pairs])  # row 0 no instruction, 1 + target * C + sender
+        backs = [(f"back_{name}",) for name in names] if reference.announce_returns else []
+        self._return_words = self.word_table([(), *backs])  # row 0 no return, 1 + target
         self._placements = tensor(reference.placements)  # PLACEMENTS x C
         self._targets = tensor(reference.targets)  # C! / (C - K)! x K
         self._fixed_homes = tensor(reference.fixed_homes).expand(self.num_envs, -1)  # N x C
@@ -234,7 +236,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         return seen.scatter_(1, window_cell, True)[:, :9]
 
     def _agent_cell_words(self, t: torch.Tensor) -> torch.Tensor:
-        """N x V int8: the instruction shown at step count t (N,), if any, and the chatter."""
+        """N x V int8: the instruction shown at step count t (N,), if any, the return announced, and the chatter."""
         layouts, c = self.layouts, self.reference.n_characters
         shown = layouts["times"] == t.unsqueeze(1)  # N x K, at most one: the drawn times are distinct
         pair = layouts["targets"] * c + layouts["senders"] + 1  # N x K, row of the instruction table
@@ -242,7 +244,12 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         chatter = (layouts["chatter_offset"] + t) % CHATTER_PERIOD  # N
         speaks = self._chatter_draw.take(chatter) < layouts["chatter_prob"]  # N
         chatter_words = self._chatter.index_select(0, chatter) * speaks.unsqueeze(1).to(torch.int8)  # N x V
-        return self._instruction_words.index_select(0, instruction) | chatter_words
+        words = self._instruction_words.index_select(0, instruction) | chatter_words
+        if self.reference.announce_returns:
+            back = layouts["times"] + layouts["delay"].unsqueeze(1) == t.unsqueeze(1)  # N x K, at most one
+            returned = (back * (layouts["targets"] + 1)).sum(1)  # N, row 0: nobody returns now
+            words |= self._return_words.index_select(0, returned)
+        return words
 
     def reference_view(self, i: int) -> InstructionEnv:
         reference = self.reference

@@ -179,8 +179,36 @@ def test_encoders_follow_the_space():
     image = SpaceEncoder(spaces.Box(0, 255, (6, 6, 3), np.uint8), 16, 4, 8, False)
     assert isinstance(image.parts[0], ImageEncoder)
     assert image(torch.zeros(2, 5, 6, 6, 3, dtype=torch.uint8)).shape == (2, 5, 16)
+    symbolic = SpaceEncoder(spaces.Box(0, 255, (6, 6, 3), np.uint8), 16, 4, 8, False, "symbolic")
+    assert symbolic(torch.zeros(2, 5, 6, 6, 3, dtype=torch.uint8)).shape == (2, 5, 16)
     packed = SpaceEncoder(space, 16, 4, 8, True)
     assert packed(torch.zeros(2, 5, 3)).shape == (2, 5, 16)  # cue (1) + pos (2), packed
+
+
+def test_symbolic_images_encode_codes_as_categories_not_intensities():
+    space = spaces.Box(0, 255, (5, 5, 3), np.uint8)  # minigrid's layout: (object, colour, state) per cell
+    encoder = ImageEncoder(space, "hwc", "symbolic", embed_dim=4)
+    ball, far = torch.zeros(1, 5, 5, 3, dtype=torch.uint8), torch.zeros(1, 5, 5, 3, dtype=torch.uint8)
+    ball[0, 2, 2, 0], far[0, 2, 2, 0] = 6, 200
+    before = encoder(far)
+    with torch.no_grad():  # swap the object channel's rows for codes 6 and 200: only the rows tell codes apart
+        rows = encoder.cells.embedding.weight
+        rows[[6, 200]] = rows[[200, 6]].clone()
+    torch.testing.assert_close(encoder(ball), before)
+    key = ball.clone()
+    key[0, 2, 2, 0] = 5
+    assert (encoder(key) - encoder(ball)).abs().max() > 1e-3  # neighbouring codes are as distinct as any two
+    with pytest.raises(ValueError, match='agent.image = "symbolic" needs a Box of non-negative bounded integers'):
+        ImageEncoder(spaces.Box(0.0, 1.0, (5, 5, 3), np.float32), "hwc", "symbolic")
+
+
+def test_an_unknown_image_kind_stops_the_run(tmp_path, capsys):
+    args = ["--env", "tests.tiny_envs:Tiny-image-v0", "--set", 'agent.image="rgb"', "--logdir", str(tmp_path)]
+    with pytest.raises(SystemExit) as stop:
+        train_agent.main(args)
+    assert stop.value.code == 2
+    assert "agent.image must be one of pixels, symbolic, got 'rgb'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_multidiscrete_log_probs_are_the_components_summed():

@@ -136,6 +136,22 @@ def test_an_instruction_shows_on_the_agent_cell_for_one_step_only():
     assert all(cell == {"agent"} for t, cell in enumerate(cells) if t != 3)
 
 
+def test_a_return_is_announced_on_the_agent_cell_only_with_announce_returns():
+    layout = [[3, 50, 60, 70], [1, 2, 3, 4], [5, 6, 7, 0]]
+    cells = {}
+    for announce in (False, True):
+        env = InstructionEnv(delay=10, announce_returns=announce, **QUIET)
+        obs, _ = env.reset(options={"layout": _layout(env, *layout)})
+        cells[announce] = [_words(env, obs)]
+        for _ in range(15):
+            obs, *_ = env.step(EAST)
+            cells[announce].append(_words(env, obs))
+        assert ("back_guard" in env.vocab) == announce
+    assert cells[True][13] == {"agent", "back_guard"}  # the guard's instruction came at 3, it returns at 3 + 10
+    assert all(cell == cells[False][t] for t, cell in enumerate(cells[True]) if t != 13)
+    assert cells[False][13] == {"agent"}
+
+
 def test_the_target_is_away_for_delay_steps_then_the_right_sender_is_rewarded_once():
     env = InstructionEnv(delay=20, **QUIET)
     env.reset(options={"layout": _layout(env, [5, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1])})
@@ -357,6 +373,7 @@ def test_ansi_shows_characters_by_initial_and_cats():
         ({"n_instructions": 0}, r"n_instructions must be an integer in \[1, 8\], got 0"),
         ({"n_characters": 3, "n_instructions": 4}, r"n_instructions must be an integer in \[1, 3\], got 4"),
         ({"random_homes": 1}, r"random_homes must be True or False, got 1"),
+        ({"announce_returns": "yes"}, r"announce_returns must be True or False, got 'yes'"),
         ({"delay": 0}, r"delay must be an integer in \[1, 995\], got 0"),
         ({"delay": 996}, r"delay must be an integer in \[1, 995\], got 996"),
         ({"max_steps": 5}, r"max_steps must be an integer in \[6, inf\), got 5"),

@@ -117,7 +117,14 @@ def test_instruction_twin_matches_the_reference(device):
     counts = run_lockstep(twin, [InstructionEnv(**SMALL) for _ in range(32)], 320)  # 10,240 steps
     assert counts["right"] > 300 and counts["wrong"] > 600 and counts["failed"] > 30 and counts["silent"] > 100
     assert counts["completed"] > 100 and counts["success"] > 20 and counts["truncated"] > 20
-    two_rooms = {"n_rooms": 2, "delay": 30, "max_steps": 150, "chatter_prob": 0.9, "random_homes": False}
+    two_rooms = {
+        "n_rooms": 2,
+        "delay": 30,
+        "max_steps": 150,
+        "chatter_prob": 0.9,
+        "random_homes": False,
+        "announce_returns": True,
+    }
     twin = BatchedInstructionEnv(16, device=device, **two_rooms)
     counts = run_lockstep(twin, [InstructionEnv(**two_rooms) for _ in range(16)], 160, seed=1)
     assert counts["right"] > 20 and counts["wrong"] > 100 and counts["failed"] > 2
