@@ -68,9 +68,7 @@ class GymVectorEnv:
 
     curriculum_params: tuple[str, ...] = ()
 
-    def __init__(
-        self, env_id: str, num_envs: int, device: torch.device | str, gym: dict[str, Any], **env_kwargs: Any
-    ):
+    def __init__(self, env_id: str, num_envs: int, device: torch.device | str, gym: dict[str, Any], **env_kwargs: Any):
         check_gym_config(gym)
         self.env_id, self.num_envs, self.device = env_id, num_envs, torch.device(device)
         mode = gym["vectorization"]

@@ -26,9 +26,7 @@ def log_softmax(logits: Tensor, splits: tuple[int, ...] | None = None) -> Tensor
     return torch.cat([F.log_softmax(part.float(), dim=-1) for part in logits.split(splits, dim=-1)], dim=-1)
 
 
-def action_log_probs(
-    logits: Tensor, actions: Tensor, splits: tuple[int, ...] | None = None
-) -> tuple[Tensor, Tensor]:
+def action_log_probs(logits: Tensor, actions: Tensor, splits: tuple[int, ...] | None = None) -> tuple[Tensor, Tensor]:
     """Log-probabilities of every action (N x T x A) and of the actions taken (N x T; with ``splits`` the actions
     are N x T x K and their log-probabilities are summed over the components)."""
     log_probs = log_softmax(logits, splits)  # N x T x A

@@ -149,9 +149,7 @@ def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Tr
         if args.eval is not None and (payload is None or args.eval < 1):
             parser.error(f"--eval needs --resume CHECKPOINT and at least 1 episode, got {args.eval}")
         if payload is None and args.env is None:
-            parser.error(
-                "--env is required (" + ", ".join(ENV_IDS) + " or a gymnasium id) unless --resume is given"
-            )
+            parser.error("--env is required (" + ", ".join(ENV_IDS) + " or a gymnasium id) unless --resume is given")
         if payload is not None:
             disagreement = resume_disagreement(args, payload)
             if disagreement:

@@ -326,8 +326,10 @@ def train(args: argparse.Namespace, config: dict[str, Any], world: World) -> tup
     elif world.is_main:
         claimed = create_run_directory(args.logdir.parent, args.logdir.name)
         if claimed != args.logdir:
-            print(f"note: {args.logdir} holds another run (--resume continues it); this one writes to {claimed}",
-                  file=sys.stderr)
+            print(
+                f"note: {args.logdir} holds another run (--resume continues it); this one writes to {claimed}",
+                file=sys.stderr,
+            )
         args.logdir, checkpoint_path = claimed, claimed / "checkpoint.pt"
     # A resumed run drops the events past its checkpoint that the run before it logged: no step appears twice.
     writer = SummaryWriter(args.logdir, purge_step=step + 1 if args.resume else None) if world.is_main else None

@@ -55,4 +55,3 @@ def test_two_ranks_keep_identical_parameters():
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, worker_errors(result.stderr)
     assert "ranks agree" in result.stdout
-

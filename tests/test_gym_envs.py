@@ -77,7 +77,7 @@ def test_next_step_marks_reset_steps_and_same_step_has_none():
 
 
 def next_step_rollout(seed: int = 0):
-    config = small_config("train.algorithm=\"a2c\"")
+    config = small_config('train.algorithm="a2c"')
     trainer = Trainer("Tiny-box-v0", "lstm", config, CPU, seed=seed)
     rollout, _ = collect(
         trainer.policy, trainer.acting_step, trainer.env, trainer.carry, 12, [trainer.stats], trainer.timing

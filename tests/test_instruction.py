@@ -88,7 +88,10 @@ def test_defaults_vocabulary_and_actions():
     roles = {"tell", *(f"to_{name}" for name in CHARACTERS), *(f"from_{name}" for name in CHARACTERS)}
     assert roles | set(CHARACTERS) | set(TOPICS) | {"cat", "agent", "wall", "door"} <= set(env.vocab)
     assert info == {
-        "instructions_received": 0, "instructions_right": 0, "instructions_failed": 0, "instructions_wrong": 0
+        "instructions_received": 0,
+        "instructions_right": 0,
+        "instructions_failed": 0,
+        "instructions_wrong": 0,
     }
     assert env.agent_pos == (3, 3) and (env.width, env.height) == (25, 7)
     static = env.static_grid()
@@ -177,11 +180,17 @@ def test_a_wrong_sender_fails_the_instruction_for_good():
     _, reward, terminated, _, info = env.step(_say("cook"))
     assert reward == -0.5 and not terminated and env.failed == [True, False, False, False]
     assert info == {
-        "instructions_received": 1, "instructions_right": 0, "instructions_failed": 1, "instructions_wrong": 1
+        "instructions_received": 1,
+        "instructions_right": 0,
+        "instructions_failed": 1,
+        "instructions_wrong": 1,
     }
     _, reward, _, _, info = env.step(_say("guard"))  # the right sender, too late: nothing is ready
     assert reward == -0.5 and info == {
-        "instructions_received": 1, "instructions_right": 0, "instructions_failed": 1, "instructions_wrong": 2
+        "instructions_received": 1,
+        "instructions_right": 0,
+        "instructions_failed": 1,
+        "instructions_wrong": 2,
     }
 
 
@@ -208,7 +217,10 @@ def test_speech_to_nobody_is_silent_and_to_a_character_with_nothing_ready_is_pen
     _wait(env, 42 - env.step_count)  # step count 42 = 40 + delay: the butler is back
     _, reward, _, _, info = env.step(_say("guard"))  # the earlier speech did not spend its one attempt
     assert reward == 1 and info == {
-        "instructions_received": 1, "instructions_right": 1, "instructions_failed": 0, "instructions_wrong": 2
+        "instructions_received": 1,
+        "instructions_right": 1,
+        "instructions_failed": 0,
+        "instructions_wrong": 2,
     }
 
 
@@ -231,7 +243,10 @@ def test_the_episode_ends_once_every_instruction_is_resolved_right_or_wrong():
     _, reward, terminated, truncated, info = env.step(_say("guard"))  # the wrong sender resolves the last one
     assert reward == pytest.approx(-0.1) and terminated and not truncated
     assert info == {
-        "instructions_received": 3, "instructions_right": 2, "instructions_failed": 1, "instructions_wrong": 1
+        "instructions_received": 3,
+        "instructions_right": 2,
+        "instructions_failed": 1,
+        "instructions_wrong": 1,
     }
 
 

@@ -100,8 +100,9 @@ def run_lockstep(twin, references, steps, seed=0, curriculum=None):
                 np.testing.assert_array_equal(ref_obs, info["final_obs"][i], err_msg=where)
                 assert info["episode_return"][i] == pytest.approx(returns[i], rel=1e-6, abs=1e-5), where
                 assert info["episode_length"][i] == reference.step_count, where
-                assert info["success"][i] == (ref_info["instructions_right"] == reference.n_instructions
-                                              and ref_info["instructions_wrong"] == 0), where
+                assert info["success"][i] == (
+                    ref_info["instructions_right"] == reference.n_instructions and ref_info["instructions_wrong"] == 0
+                ), where
                 counts["success"] += bool(info["success"][i])
                 counts["completed"] += ref_terminated
                 counts["truncated"] += ref_truncated
