@@ -152,12 +152,12 @@ class Trainer:
     def global_step(self) -> int:
         return self.updates * self.steps_per_update
 
-    def learning_rate(self) -> float:
-        """``train.lr``, or with ``train.lr_decay`` its linear decay to zero over ``train.steps``."""
+    def decayed(self, key: str) -> float:
+        """``train.<key>``, or with ``train.<key>_decay`` its linear decay to zero over ``train.steps``."""
         train = self.config["train"]
-        if not train["lr_decay"]:
-            return train["lr"]
-        return train["lr"] * max(0.0, 1.0 - self.global_step / train["steps"])
+        if not train[f"{key}_decay"]:
+            return train[key]
+        return train[key] * max(0.0, 1.0 - self.global_step / train["steps"])
 
     def update(self) -> tuple[dict[str, Tensor], MemoryRecord]:
         """Act one window, learn from it; returns the learner's scalars and the window's memory record."""
@@ -168,7 +168,8 @@ class Trainer:
         )
         start = time.perf_counter()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
+            group["lr"] = self.decayed("lr")
+        self.learner.entropy_cost = self.decayed("entropy_cost")
         metrics, record = self.learner.update(rollout)
         self.policy.update_statistics(rollout.obs)  # after the update: the window learned with the stats it acted on
         self.timing.learning += time.perf_counter() - start

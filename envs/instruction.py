@@ -5,7 +5,8 @@ carry each of them out, once.
 Rules:
 - `n_rooms` rooms (default 4), each a 5x5 floor walled in, in one row from west to east; neighbouring
   rooms share a wall with a doorway (an open cell) in its middle. The agent starts each episode at the
-  centre of the first (westmost) room.
+  centre of the first (westmost) room, or with `random_start` (default False) on a floor cell drawn
+  uniformly per episode (any room's, doorways included).
 - Characters: `n_characters` (default 8) of butler, guard, cook, merchant, knight, wizard, priest,
   farmer (in that order), each standing in a niche of a room's north or south wall. Every room has 4
   niche slots: the 2nd and 4th cells of its north wall and of its south wall (slot 4 r + j of room r:
@@ -77,6 +78,9 @@ Why these rules (the design aims at a task a memory agent learns and a memoryles
 - Speech to a character with nothing ready is penalised: otherwise speaking every sender to every
   character would be free.
 - Fixed homes separate memory from exploration; random homes add search (and a map to remember).
+- Random start cells are exploring starts: with fixed homes a policy learns the walk to each
+  character separately, and one that has stopped walking to some character gets no reward to
+  learn that walk from; starting anywhere puts the agent next to every niche in some episodes.
 - Announced returns take the walk out of the memory problem: without them the target's name is
   seen once, `delay` steps before the walk to it; with them the walk is a reaction to what is seen,
   and memory is needed for the sender alone, which no announcement names (the guessing bound above
@@ -99,7 +103,8 @@ Why these rules (the design aims at a task a memory agent learns and a memoryles
 
 Layout (`reset(options={"layout": ...})`), numpy arrays: `homes` (n_characters,) the niche slot of
 each character; `times`, `targets`, `senders` (n_instructions,) the schedule (drawn times and
-targets are distinct, which the rules and the batched twin rely on); `wanderer_rooms`,
+targets are distinct, which the rules and the batched twin rely on); `start` (2,) the agent's
+first cell (x, y), a floor cell; `wanderer_rooms`,
 `wanderer_phases` (n_wanderers,) where each cat walks (phase: its border cell at step 0, 0 the
 room's north-west floor cell, clockwise); `chatter_offset` (scalar); and the episode's task
 parameters `delay` (int64 scalar), `wrong_penalty` and `chatter_prob` (float64 scalars).
@@ -294,6 +299,7 @@ class InstructionEnv(WordGridEnv):
         chatter_prob: float = 0.5,
         random_homes: bool = True,
         announce_returns: bool = False,
+        random_start: bool = False,
         max_steps: int = 1000,
         render_mode: str | None = None,
     ):
@@ -312,6 +318,9 @@ class InstructionEnv(WordGridEnv):
         if not isinstance(announce_returns, bool):
             raise ValueError(f"announce_returns must be True or False, got {announce_returns!r}")
         self.announce_returns = announce_returns
+        if not isinstance(random_start, bool):
+            raise ValueError(f"random_start must be True or False, got {random_start!r}")
+        self.random_start = random_start
         self.names = CHARACTERS[:n_characters]
         self.task_words = (
             "cat",
@@ -334,6 +343,7 @@ class InstructionEnv(WordGridEnv):
         self.layout_space = spaces.Dict(
             {
                 "homes": ints(n_slots - 1, n_characters),
+                "start": spaces.Box(np.array([1, 1]), np.array([self.width - 2, GRID_HEIGHT - 2]), dtype=np.int64),
                 "times": ints(max_steps - 2, n_instructions),
                 "targets": ints(n_characters - 1, n_instructions),
                 "senders": ints(n_characters - 1, n_instructions),
@@ -353,6 +363,10 @@ class InstructionEnv(WordGridEnv):
         self.away_niches = [AwayNiche(c) for c in range(n_characters)]
         self.wanderers = [Wanderer() for _ in range(n_wanderers)]
         self.borders = [border_cells(room) for room in range(n_rooms)]
+        grid = self.static_grid()
+        self.floor_cells = np.array(
+            [(x, y) for x in range(self.width) for y in range(self.height) if grid.get(x, y) is None]
+        )  # F x 2: where a random start may fall
         # the episode, from its layout (see _gen_grid)
         self.schedule: list[tuple[int, int, int]] = []  # per instruction: (time, target, sender)
         self.instruction_of: dict[int, int] = {}  # target -> its instruction (targets are distinct)
@@ -376,6 +390,7 @@ class InstructionEnv(WordGridEnv):
         homes = self.placements[rng.integers(PLACEMENTS)] if self.random_homes else self.fixed_homes
         return {
             "homes": homes,
+            "start": self.floor_cells[rng.integers(len(self.floor_cells))] if self.random_start else np.array(START),
             "times": np.arange(k) * spacing + rng.integers(spacing, size=k),
             "targets": targets,
             "senders": (targets + 1 + rng.integers(c - 1, size=k)) % c,
@@ -396,6 +411,8 @@ class InstructionEnv(WordGridEnv):
                 raise ValueError(f"layout[{key!r}] = {arrays[key]!r} must hold distinct values")
         if np.any(arrays["targets"] == arrays["senders"]):
             raise ValueError(f"no instruction may come from its own target, got {arrays['senders']!r}")
+        if not (arrays["start"] == self.floor_cells).all(1).any():
+            raise ValueError(f"layout['start'] = {arrays['start']!r} must be a floor cell, not a wall")
         return arrays
 
     def static_grid(self) -> Grid:
@@ -423,7 +440,7 @@ class InstructionEnv(WordGridEnv):
         self.episode_penalty = float(layout["wrong_penalty"])
         self.episode_chatter_prob = float(layout["chatter_prob"])
         self.grid = self.static_grid()
-        self.agent_pos = START
+        self.agent_pos = tuple(layout["start"].tolist())
         self.right = [False] * self.n_instructions
         self.failed = [False] * self.n_instructions
         self.wrong = 0

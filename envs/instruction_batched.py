@@ -1,7 +1,8 @@
 """The batched torch twin of Instruction (`envs.instruction`), for N envs at once.
 
-State per env: the agent's cell (`x`, `y`), which instructions were carried out (`right`, N x K
-bool) or `failed`, the count of `wrong` speech actions, and the layout. Everything else is a function
+State per env: the agent's cell (`x`, `y`; an episode starts on its layout's `start`), which
+instructions were carried out (`right`, N x K bool) or `failed`, the count of `wrong` speech
+actions, and the layout. Everything else is a function
 of the layout and the step count t, computed afresh each step: who is away (t_k <= t < t_k + delay),
 where the cats are (border cell (phase + t) mod 16), the instruction and chatter words on the
 agent's cell. The episode's `delay`, `wrong_penalty` and `chatter_prob` are part of its layout, one
@@ -108,6 +109,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self._placements = tensor(reference.placements)  # PLACEMENTS x C
         self._targets = tensor(reference.targets)  # C! / (C - K)! x K
         self._fixed_homes = tensor(reference.fixed_homes).expand(self.num_envs, -1)  # N x C
+        self._floor_cells = tensor(reference.floor_cells)  # F x 2: where a random start may fall
+        self._fixed_start = tensor(START).expand(self.num_envs, -1)  # N x 2
         self._character_codes = FIRST_CHARACTER + torch.arange(reference.n_characters, device=dev)
         self._instruction_slots = torch.arange(reference.n_instructions, device=dev)
 
@@ -123,8 +126,10 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         targets = self._targets.index_select(0, randint(len(self._targets)))  # N x K, distinct in each row
         walks = randint(reference.n_rooms * self._border.shape[1], w)  # one draw holds each cat's room and phase
         homes = self._placements.index_select(0, randint(PLACEMENTS)) if reference.random_homes else self._fixed_homes
+        start = self._floor_cells.index_select(0, randint(len(self._floor_cells))) if reference.random_start else None
         return {
             "homes": homes,
+            "start": self._fixed_start if start is None else start,  # N x 2
             "times": self._instruction_slots * spacing + randint(spacing, k),
             "targets": targets,
             "senders": (targets + 1 + randint(c - 1, k)) % c,
@@ -153,8 +158,9 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self._task = checked
 
     def _begin_episodes(self, new: torch.Tensor) -> None:
-        self.x.masked_fill_(new, START[0])
-        self.y.masked_fill_(new, START[1])
+        start = self.layouts["start"]  # N x 2
+        self.x = torch.where(new, start[:, 0], self.x)
+        self.y = torch.where(new, start[:, 1], self.y)
         self.right.masked_fill_(new.unsqueeze(1), False)
         self.failed.masked_fill_(new.unsqueeze(1), False)
         self.wrong.masked_fill_(new, 0)

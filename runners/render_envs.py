@@ -42,6 +42,7 @@ def portal_image(tile_size: int) -> np.ndarray:
 # The paper-scale map (fixed homes); the first instruction shows at step 6, with chatter on the same step.
 INSTRUCTION_LAYOUT = {
     "homes": fixed_homes(4, 8),
+    "start": [3, 3],
     "times": [6, 200, 330, 480],
     "targets": [2, 5, 0, 7],
     "senders": [6, 1, 3, 4],

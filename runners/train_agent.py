@@ -184,6 +184,7 @@ def log_scalars(writer, trainer: Trainer, metrics: dict, record, episodes: dict 
     for name, value in metrics.items():
         writer.add_scalar(name, value.item(), step)
     writer.add_scalar("train/learning_rate", trainer.optimizer.param_groups[0]["lr"], step)
+    writer.add_scalar("train/entropy_cost", trainer.learner.entropy_cost, step)
     if trainer.curriculum.active:
         writer.add_scalar("curriculum/stage", trainer.curriculum.stage, step)
     for layer, size in enumerate(record.memory_size.tolist()):

@@ -143,6 +143,25 @@ def test_the_learning_rate_decays_linearly_to_zero_when_asked():
     assert constant.optimizer.param_groups[0]["lr"] == constant.config["train"]["lr"]
 
 
+def test_the_entropy_cost_decays_linearly_to_zero_when_asked_and_weighs_the_loss():
+    """The decayed cost is the one the loss uses: at zero cost, a window's gradients equal a run's whose
+    config sets the cost to zero."""
+    trainer = corridor_trainer("none", "train.entropy_cost_decay=true", "train.entropy_cost=0.1", "train.steps=240")
+    seen = []
+    for _ in range(3):
+        trainer.update()
+        seen.append(trainer.learner.entropy_cost)
+    assert seen == pytest.approx([0.1, 0.1 * (1 - 60 / 240), 0.1 * (1 - 120 / 240)])
+    after = []
+    for overrides in (["train.entropy_cost_decay=true", "train.entropy_cost=0.1"], ["train.entropy_cost=0.0"]):
+        trainer = corridor_trainer("none", *overrides, "train.steps=60")  # seeds torch's global generator
+        trainer.updates = 1  # past train.steps: a decayed cost is 0
+        trainer.update()
+        after.append([p.detach().clone() for p in trainer.policy.parameters()])
+    for a, b in zip(*after, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_an_action_bias_sets_the_initial_policy():
     trainer = corridor_trainer("none", "agent.action_bias=[0.0, 3.0, 0.0, -3.0]")
     assert trainer.policy.actor.bias.tolist() == [0.0, 3.0, 0.0, -3.0]

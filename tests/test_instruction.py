@@ -35,6 +35,7 @@ def _layout(
     targets,
     senders,
     homes=None,
+    start=(3, 3),
     wanderer_rooms=(),
     wanderer_phases=(),
     chatter_offset=0,
@@ -46,6 +47,7 @@ def _layout(
     parameters are the env's."""
     return {
         "homes": np.arange(env.n_characters) if homes is None else np.array(homes),
+        "start": np.array(start),
         "times": np.array(times),
         "targets": np.array(targets),
         "senders": np.array(senders),
@@ -153,6 +155,29 @@ def test_a_return_is_announced_on_the_agent_cell_only_with_announce_returns():
     assert cells[True][13] == {"agent", "back_guard"}  # the guard's instruction came at 3, it returns at 3 + 10
     assert all(cell == cells[False][t] for t, cell in enumerate(cells[True]) if t != 13)
     assert cells[False][13] == {"agent"}
+
+
+def test_a_random_start_falls_on_every_floor_cell_and_a_fixed_one_on_the_centre():
+    starts = {}
+    for random_start in (False, True):
+        env = InstructionEnv(n_rooms=2, n_characters=4, random_start=random_start, **QUIET)
+        starts[random_start] = set()
+        for seed in range(600):
+            env.reset(seed=seed)
+            starts[random_start].add(tuple(int(v) for v in env.agent_pos))
+            assert env.grid.get(*env.agent_pos) is None or env.grid.get(*env.agent_pos).can_overlap()
+    assert starts[False] == {(3, 3)}
+    floor = {(x, y) for x in range(1, 12) for y in range(1, 6) if x != 6} | {(6, 3)}  # two rooms and the doorway
+    assert starts[True] == floor
+
+
+def test_a_layout_that_starts_the_agent_in_a_wall_is_refused():
+    env = InstructionEnv(**QUIET)
+    layout = _layout(env, [3, 50, 60, 70], [1, 2, 3, 4], [5, 6, 7, 0], start=(6, 1))  # the wall between rooms
+    with pytest.raises(ValueError, match=r"layout\['start'\] = array\(\[6, 1\]\) must be a floor cell"):
+        env.reset(options={"layout": layout})
+    obs, _ = env.reset(options={"layout": {**layout, "start": np.array([7, 1])}})
+    assert env.agent_pos == (7, 1) and _words(env, obs, 0, 1) == {"wall", "grey"}  # the second room's north wall
 
 
 def test_the_target_is_away_for_delay_steps_then_the_right_sender_is_rewarded_once():
@@ -389,6 +414,7 @@ def test_ansi_shows_characters_by_initial_and_cats():
         ({"n_characters": 3, "n_instructions": 4}, r"n_instructions must be an integer in \[1, 3\], got 4"),
         ({"random_homes": 1}, r"random_homes must be True or False, got 1"),
         ({"announce_returns": "yes"}, r"announce_returns must be True or False, got 'yes'"),
+        ({"random_start": None}, r"random_start must be True or False, got None"),
         ({"delay": 0}, r"delay must be an integer in \[1, 995\], got 0"),
         ({"delay": 996}, r"delay must be an integer in \[1, 995\], got 996"),
         ({"max_steps": 5}, r"max_steps must be an integer in \[6, inf\), got 5"),

@@ -125,6 +125,7 @@ def test_instruction_twin_matches_the_reference(device):
         "chatter_prob": 0.9,
         "random_homes": False,
         "announce_returns": True,
+        "random_start": True,
     }
     twin = BatchedInstructionEnv(16, device=device, **two_rooms)
     counts = run_lockstep(twin, [InstructionEnv(**two_rooms) for _ in range(16)], 160, seed=1)
