@@ -30,6 +30,9 @@ def check_agent_config(config: dict[str, Any], model_options: dict[str, Any]) ->
             raise ValueError(f"log.{key} must be at least 1 (updates between two of them), got {log[key]}")
     if log["eval_episodes"] < 0:
         raise ValueError(f"log.eval_episodes must be 0 (no evaluation) or more, got {log['eval_episodes']}")
+    if not config["agent"]["actor_init_scale"] > 0:
+        scale = config["agent"]["actor_init_scale"]
+        raise ValueError(f"agent.actor_init_scale must be above 0 (it scales the actor's initial weights), got {scale}")
     if config["agent"]["embed_dim"] < 1:
         raise ValueError(f"agent.embed_dim must be at least 1, got {config['agent']['embed_dim']}")
     image = config["agent"].get("image", "pixels")  # the task presets have no image key

@@ -51,8 +51,9 @@ def policy_for_env(
 ) -> Policy:
     """The policy for an env's spaces: the word-grid encoder for the project's tasks, else one built from the
     observation space (``agents/encoders.py``, the ``[agent]`` table's ``embed_dim``, ``hidden``,
-    ``normalize_obs`` and ``image``); Discrete or MultiDiscrete actions. ``agent.action_bias`` (when not empty) sets the
-    initial bias of each action logit, so that, say, costly speech starts rare."""
+    ``normalize_obs`` and ``image``); Discrete or MultiDiscrete actions. ``agent.actor_init_scale`` scales the actor
+    head's initial weights and bias; ``agent.action_bias`` (when not empty) then sets the initial bias of each action
+    logit, so that, say, costly speech starts rare."""
     splits = action_splits(action_space)
     agent, model_config = config["agent"], model_options(model_name, config["model"])
     if uses_word_grid(env_name) and splits is None:
@@ -66,6 +67,9 @@ def policy_for_env(
 
         logits = num_logits(action_space)
         policy = Policy(0, logits, agent["embed_dim"], model_name, model_config, encoder=encoder, action_splits=splits)
+    with torch.no_grad():  # a small scale starts every seed near the uniform policy, whatever the observation
+        policy.actor.weight.mul_(agent["actor_init_scale"])
+        policy.actor.bias.mul_(agent["actor_init_scale"])
     bias = agent["action_bias"]
     if bias:
         if len(bias) != policy.actor.out_features:

@@ -162,6 +162,20 @@ def test_the_entropy_cost_decays_linearly_to_zero_when_asked_and_weighs_the_loss
         assert torch.equal(a, b)
 
 
+def test_a_small_actor_init_scale_starts_near_the_uniform_policy():
+    """The scale multiplies the head the seed would give; everything else in the network is the same."""
+    default, small = corridor_trainer("none"), corridor_trainer("none", "agent.actor_init_scale=0.01")
+    assert torch.equal(small.policy.actor.weight, default.policy.actor.weight * 0.01)
+    assert torch.equal(small.policy.actor.bias, default.policy.actor.bias * 0.01)
+    assert torch.equal(small.policy.critic.weight, default.policy.critic.weight)
+    spreads = []
+    for trainer in (default, small):
+        rollout, _ = collect(trainer.policy, trainer.acting_step, trainer.env, trainer.carry, 10, [], trainer.timing)
+        logits = rollout.logits.float()  # N x T x A
+        spreads.append((logits.max(-1).values - logits.min(-1).values).max().item())
+    assert spreads[1] < 0.02 < 0.1 < spreads[0]
+
+
 def test_an_action_bias_sets_the_initial_policy():
     trainer = corridor_trainer("none", "agent.action_bias=[0.0, 3.0, 0.0, -3.0]")
     assert trainer.policy.actor.bias.tolist() == [0.0, 3.0, 0.0, -3.0]

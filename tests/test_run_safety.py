@@ -291,6 +291,10 @@ def a_file(tmp_path) -> Path:
         (["--set", "model.n_heads=0"], "n_heads must be an integer of at least 1, got 0"),
         (["--set", "model.dropout=0.5"], "model.dropout must be 0 for an agent, got 0.5"),
         (["--set", "agent.embed_dim=0"], "agent.embed_dim must be at least 1, got 0"),
+        (
+            ["--set", "agent.actor_init_scale=0.0"],
+            "agent.actor_init_scale must be above 0 (it scales the actor's initial weights), got 0.0",
+        ),
         (["--set", "train.entropy_cost=-5.0"], "train.entropy_cost must be 0 or more"),
         (["--set", "train.lr=nan"], "train.lr must be a finite number, got nan"),
         (["--config", "CONFIG_DIR"], "is a directory; give the path of a .toml file"),
