@@ -12,11 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.checkpoints import load_agent_checkpoint, load_policy_weights
+from agents.checkpoints import load_policy_weights
 from agents.envs import make_reference_env
 from agents.rollout_video import check_animation_path, play_episodes, write_animation
 from agents.spaces import without_text
 from agents.trainer import EVAL_SEED_OFFSET, policy_for_env
+from runners.train_agent import load_run_checkpoint
 from training.paths import check_writable_file
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_animation_path(args.out)
         check_writable_file(args.out, "--out")
-        payload = load_agent_checkpoint(args.checkpoint)
+        payload = load_run_checkpoint(args.checkpoint)
         config, env_name = payload["config"], payload["env_name"]
         spaces_env = make_reference_env(env_name, **config["env"])
         observation_space = without_text(spaces_env.observation_space)

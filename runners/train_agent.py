@@ -34,7 +34,7 @@ from agents.evaluation import evaluate
 from agents.rollout_video import play_episodes, write_animation
 from agents.trainer import EVAL_SEED_OFFSET, Trainer, model_options
 from training.checkpoint import remove_stale_temps, save_checkpoint
-from training.config import ConfigError, resolve
+from training.config import ConfigError, load_toml, merge, resolve
 from training.distributed import World, close_world, init_world
 from training.divergence import DivergenceGuard
 from training.errors import RunStopped
@@ -52,6 +52,14 @@ DEFAULT_PRESET = "default_quick.toml"  # any gymnasium env without a preset of i
 def preset_path(env: str) -> Path:
     """The env's quick preset: the default config and the schema every other config must fit."""
     return CONFIG_DIR / (f"{env}_quick.toml" if is_task(env) else DEFAULT_PRESET)
+
+
+def load_run_checkpoint(path: Path) -> dict:
+    """A train_agent.py checkpoint, its config completed with the keys added to the env's preset since it was
+    written: each key added keeps the former behaviour at its preset value, so an older run resumes as it ran."""
+    payload = load_agent_checkpoint(path)
+    payload["config"] = merge(load_toml(preset_path(payload["env_name"])), payload["config"])
+    return payload
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +153,7 @@ def lookup(config: dict, dotted: str) -> object:
 def setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Trainer, World]:
     """Check every input and build the trainer; any bad input stops here, before anything is written."""
     try:
-        payload = load_agent_checkpoint(args.resume) if args.resume else None
+        payload = load_run_checkpoint(args.resume) if args.resume else None
         if args.eval is not None and (payload is None or args.eval < 1):
             parser.error(f"--eval needs --resume CHECKPOINT and at least 1 episode, got {args.eval}")
         if payload is None and args.env is None:

@@ -11,7 +11,7 @@ from agents.config_checks import check_agent_config
 from agents.envs import ENV_IDS
 from agents.trainer import model_options
 from runners import render, summarize_runs, train_agent
-from training.checkpoint import load_checkpoint
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import resolve
 
 TINY = [
@@ -74,6 +74,25 @@ def test_resumed_run_continues_exactly_as_the_uninterrupted_run(tmp_path):
         for key, value in whole_env[table].items():
             assert torch.equal(value, resumed_env[table][key]), key
     assert torch.equal(whole["ranks"][0]["carry"]["obs"], resumed["ranks"][0]["carry"]["obs"])
+
+
+def test_a_checkpoint_older_than_a_preset_key_resumes_and_renders_as_it_ran(tmp_path):
+    """A key added to the presets after a run was saved takes the preset's value, the former behaviour: the
+    resume equals the uninterrupted run's, as for a checkpoint that has the key."""
+    common = ["--env", "corridor", "--seed", "1", *TINY, *SHORT_CORRIDOR]
+    whole = train(tmp_path / "whole", *common, "--steps", str(3 * UPDATE))
+    train(tmp_path / "old", *common, "--steps", str(2 * UPDATE))
+    (checkpoint,) = (tmp_path / "old").glob("*/checkpoint.pt")
+    payload = load_checkpoint(checkpoint)
+    for table, key in (("agent", "actor_init_scale"), ("train", "entropy_cost_decay")):
+        del payload["config"][table][key]  # as written before these keys existed
+    save_checkpoint(checkpoint, payload)
+    assert train_agent.main(["--resume", str(checkpoint), "--steps", str(3 * UPDATE)]) == 0
+    resumed = load_checkpoint(checkpoint)
+    for name, value in whole["policy"].items():
+        assert torch.equal(value, resumed["policy"][name]), name
+    out = tmp_path / "old.gif"
+    assert render.main(["--checkpoint", str(checkpoint), "--episodes", "1", "--out", str(out)]) == 0
 
 
 def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
