@@ -48,6 +48,12 @@ Rules:
     reward -`wrong_penalty`.
   Every penalised speech action is wrong; with `wrong_penalty` 0 speech is free and nothing is
   wrong. Several instructions may be pending at once.
+- Walk bonus (`walk_bonus` b, default 0: off): a potential-based shaping reward (Ng et al. 1999),
+  the potential -b x the shortest walk (moves, through the doorways) from the agent to the front cell
+  of the nearest ready instruction's target (0 while nothing is ready): every step adds
+  b x (that walk before the step - after it), so a move towards a ready target earns +b, a move away
+  -b, and its sum over an episode is b x (the walk when the targets become ready - the walk left at
+  the end). It says when and where, never the sender, so the guessing bound below holds.
 - Distractors: `n_wanderers` (default 4) cats walk around the floor border (16 cells) of their
   room, clockwise, one cell per step, from a per-episode room and phase; the agent walks over them
   (both words show on its cell). Chatter: at some steps the agent's cell shows a character's name
@@ -78,6 +84,11 @@ Why these rules (the design aims at a task a memory agent learns and a memoryles
 - Speech to a character with nothing ready is penalised: otherwise speaking every sender to every
   character would be free.
 - Fixed homes separate memory from exploration; random homes add search (and a map to remember).
+- The walk bonus is a teacher for the walk, not for memory: with fixed homes PPO learns the walk to
+  each character separately, and one that stops walking to some character never sees that
+  instruction's reward again (BENCHMARKS.md). The bonus rewards each step towards a ready target
+  whether or not the instruction is then carried out. Being a difference of potentials it changes
+  which policy is best only through the discount; success never counts it.
 - Random start cells are exploring starts: with fixed homes a policy learns the walk to each
   character separately, and one that has stopped walking to some character gets no reward to
   learn that walk from; starting anywhere puts the agent next to every niche in some episodes.
@@ -110,6 +121,7 @@ room's north-west floor cell, clockwise); `chatter_offset` (scalar); and the epi
 parameters `delay` (int64 scalar), `wrong_penalty` and `chatter_prob` (float64 scalars).
 """
 
+import collections
 import functools
 import itertools
 import numbers
@@ -192,6 +204,24 @@ def chatter_table(n_characters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     draw = rng.random(CHATTER_PERIOD)
     speaker = rng.integers(n_characters, size=CHATTER_PERIOD)
     return draw, speaker, rng.integers(len(TOPICS), size=CHATTER_PERIOD)
+
+
+def walk_lengths(grid: Grid, goals: list[tuple[int, int]]) -> np.ndarray:
+    """len(goals) x H x W: the fewest moves from each floor cell of `grid` to each goal cell (a
+    breadth-first search over the empty cells); -1 where a goal cannot be reached (walls)."""
+    lengths = np.full((len(goals), grid.height, grid.width), -1, dtype=np.int64)
+    for g, goal in enumerate(goals):
+        lengths[g, goal[1], goal[0]] = 0
+        frontier = collections.deque([goal])
+        while frontier:
+            x, y = frontier.popleft()
+            for dx, dy in MOVES:
+                nx, ny = x + dx, y + dy
+                inside = 0 <= nx < grid.width and 0 <= ny < grid.height
+                if inside and grid.get(nx, ny) is None and lengths[g, ny, nx] < 0:
+                    lengths[g, ny, nx] = lengths[g, y, x] + 1
+                    frontier.append((nx, ny))
+    return lengths
 
 
 def check_number(name: str, value: object, low: float, high: float | None = None) -> float:
@@ -300,6 +330,7 @@ class InstructionEnv(WordGridEnv):
         random_homes: bool = True,
         announce_returns: bool = False,
         random_start: bool = False,
+        walk_bonus: float = 0.0,
         max_steps: int = 1000,
         render_mode: str | None = None,
     ):
@@ -321,6 +352,7 @@ class InstructionEnv(WordGridEnv):
         if not isinstance(random_start, bool):
             raise ValueError(f"random_start must be True or False, got {random_start!r}")
         self.random_start = random_start
+        self.walk_bonus = check_number("walk_bonus", walk_bonus, 0.0)
         self.names = CHARACTERS[:n_characters]
         self.task_words = (
             "cat",
@@ -367,6 +399,7 @@ class InstructionEnv(WordGridEnv):
         self.floor_cells = np.array(
             [(x, y) for x in range(self.width) for y in range(self.height) if grid.get(x, y) is None]
         )  # F x 2: where a random start may fall
+        self.walks_to_slot = walk_lengths(grid, [front_cell(slot) for slot in range(n_slots)])  # n_slots x H x W
         # the episode, from its layout (see _gen_grid)
         self.schedule: list[tuple[int, int, int]] = []  # per instruction: (time, target, sender)
         self.instruction_of: dict[int, int] = {}  # target -> its instruction (targets are distinct)
@@ -483,8 +516,10 @@ class InstructionEnv(WordGridEnv):
 
     def _act(self, action: int) -> tuple[float, bool]:
         t = self.step_count - 1  # the step count of the observation the agent acted on
+        walk_before = self.walk_to_ready(t)
         reward = self._speak(action - len(MOVES), t) if action >= len(MOVES) else super()._act(action)[0]
         self._place_objects(self.step_count)
+        reward += self.walk_bonus * (walk_before - self.walk_to_ready(self.step_count))
         return reward, all(right or failed for right, failed in zip(self.right, self.failed, strict=True))
 
     def _speak(self, sender: int, t: int) -> float:
@@ -500,6 +535,18 @@ class InstructionEnv(WordGridEnv):
             self.failed[k] = True
         self.wrong += self.episode_penalty > 0  # free speech is no mistake
         return -self.episode_penalty
+
+    def walk_to_ready(self, t: int) -> int:
+        """The fewest moves from the agent to the front cell of a ready instruction's target at step
+        count t; 0 when nothing is ready (the walk bonus's potential, over -walk_bonus)."""
+        x, y = self.agent_pos
+        homes = self.layout["homes"]
+        walks = [
+            int(self.walks_to_slot[homes[target], y, x])
+            for (_, target, _), ready in zip(self.schedule, self.ready(t), strict=True)
+            if ready
+        ]
+        return min(walks, default=0)
 
     def adjacent_character(self) -> int | None:
         """The index of the character standing next to the agent (4-neighbour), if any."""

@@ -1,6 +1,7 @@
 """The batched torch twin of Instruction (`envs.instruction`), for N envs at once.
 
-State per env: the agent's cell (`x`, `y`; an episode starts on its layout's `start`), which
+State per env (the walk bonus's potential is a function of it and of the layout, read from the
+reference's table of walks to each niche): the agent's cell (`x`, `y`; an episode starts on its layout's `start`), which
 instructions were carried out (`right`, N x K bool) or `failed`, the count of `wrong` speech
 actions, and the layout. Everything else is a function
 of the layout and the step count t, computed afresh each step: who is away (t_k <= t < t_k + delay),
@@ -109,6 +110,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self._placements = tensor(reference.placements)  # PLACEMENTS x C
         self._targets = tensor(reference.targets)  # C! / (C - K)! x K
         self._fixed_homes = tensor(reference.fixed_homes).expand(self.num_envs, -1)  # N x C
+        self._walks_to_slot = tensor(reference.walks_to_slot.reshape(n_slots, -1))  # n_slots x (H*W)
         self._floor_cells = tensor(reference.floor_cells)  # F x 2: where a random start may fall
         self._fixed_start = tensor(START).expand(self.num_envs, -1)  # N x 2
         self._character_codes = FIRST_CHARACTER + torch.arange(reference.n_characters, device=dev)
@@ -198,6 +200,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
 
     def _transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t, layouts = self.step_count, self.layouts  # t: the observation the agent acted on
+        walk_before = self._walk_to_ready(t) if self.reference.walk_bonus else None
         speech = actions >= len(MOVES)
         slot = self._adjacent_slot.take(self.y * self._width + self.x)  # N, -1 where no niche is adjacent
         in_slot = layouts["homes"] == slot.unsqueeze(1)  # N x C, at most one: the listener
@@ -211,13 +214,27 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         right = (ready & said_sender).any(1)
         wrong = heard & ~right & (layouts["wrong_penalty"] > 0)  # N: free speech is no mistake
         self.wrong += wrong
-        reward = right.float() - wrong * layouts["wrong_penalty"].float()  # N float32: 0, +1 or -wrong_penalty
+        reward = right.double() - wrong * layouts["wrong_penalty"]  # N float64: 0, +1 or -wrong_penalty
         x, y = self.x + self._dx.take(actions), self.y + self._dy.take(actions)
         stay = self._blocked.take(y * self._width + x)
         self.x, self.y = torch.where(stay, self.x, x), torch.where(stay, self.y, y)
+        if self.reference.walk_bonus:
+            reward += self.reference.walk_bonus * (walk_before - self._walk_to_ready(t + 1)).double()
         terminated = (self.right | self.failed).all(1)
         self._counts = self.counters(self.step_count + 1)
-        return reward, terminated, self.right.all(1) & (self.wrong == 0)
+        return reward.float(), terminated, self.right.all(1) & (self.wrong == 0)
+
+    def _walk_to_ready(self, t: torch.Tensor) -> torch.Tensor:
+        """N int64: the fewest moves from the agent to the front cell of a ready instruction's target at
+        step count t (N,), 0 when nothing is ready (the reference's `walk_to_ready`)."""
+        layouts = self.layouts
+        returned = layouts["times"] + layouts["delay"].unsqueeze(1) <= t.unsqueeze(1)  # N x K
+        ready = returned & ~self.right & ~self.failed  # N x K
+        slots = layouts["homes"].gather(1, layouts["targets"])  # N x K: each target's niche slot
+        agent = (self.y * self._width + self.x).unsqueeze(1)  # N x 1, flat cell index
+        walks = self._walks_to_slot[slots, agent]  # N x K
+        nearest = walks.masked_fill(~ready, torch.iinfo(torch.int64).max).min(1).values  # N
+        return torch.where(ready.any(1), nearest, 0)
 
     # ----- observation --------------------------------------------------------------------------------
 

@@ -275,6 +275,44 @@ def test_the_episode_ends_once_every_instruction_is_resolved_right_or_wrong():
     }
 
 
+def test_the_walk_bonus_pays_each_step_towards_a_ready_target_through_the_doorway():
+    bonus = 0.05
+    env = InstructionEnv(n_rooms=2, n_characters=4, n_instructions=1, delay=3, walk_bonus=bonus, max_steps=40, **QUIET)
+    # the butler stands in slot 4, room 1's north-west niche (8, 0); its front cell (8, 1) is 10 moves
+    # from (2, 1) in room 0: east to (5, 1), south to the doorway row, through (6, 3), east, north
+    env.reset(options={"layout": _layout(env, [0], [0], [1], homes=[4, 0, 1, 2], start=(2, 1))})
+    assert front_cell(4) == (8, 1)
+    walk = [EAST] * 3 + [SOUTH] * 2 + [EAST] * 3 + [NORTH] * 2
+    steps = [
+        (WEST, 0.0),  # acting on step count 0: nothing ready before or after the move
+        (NORTH, 0.0),  # into the wall
+        (EAST, -10 * bonus),  # the butler is back at step count 3: 10 moves away
+        (NORTH, 0.0),  # into the wall: no nearer
+        (WEST, -bonus),  # away from it
+        (EAST, bonus),
+        *((move, bonus) for move in walk),
+    ]
+    for action, expected in steps:
+        _, reward, terminated, _, _ = env.step(action)
+        assert reward == pytest.approx(expected, abs=1e-12) and not terminated
+    assert env.agent_pos == (8, 1)
+    _, reward, terminated, _, info = env.step(_say("guard"))  # resolved: nothing is ready, the walk left is 0
+    assert reward == 1 and terminated and info["instructions_right"] == 1
+
+
+def test_the_walk_bonus_never_depends_on_the_sender():
+    """The bonus says when and where to walk but never whom to name: with the same moves, episodes
+    that differ only in their senders earn the same rewards."""
+    kwargs = {"n_rooms": 2, "n_characters": 5, "n_instructions": 3, "delay": 6, "walk_bonus": 0.1, "max_steps": 80}
+    env = InstructionEnv(**kwargs, **QUIET)
+    moves = np.random.default_rng(0).integers(4, size=79)
+    rewards = []
+    for senders in ([1, 2, 3], [4, 0, 0]):
+        env.reset(options={"layout": _layout(env, [3, 20, 40], [0, 1, 2], senders)})
+        rewards.append([env.step(int(move))[1] for move in moves])
+    assert rewards[0] == rewards[1] and any(reward != 0 for reward in rewards[0])
+
+
 def test_the_layout_carries_the_episodes_delay_penalty_and_chatter():
     env = InstructionEnv(delay=300, **QUIET)
     layout = _layout(env, [0, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1], delay=3, wrong_penalty=0.25)
@@ -421,6 +459,7 @@ def test_ansi_shows_characters_by_initial_and_cats():
         ({"wrong_penalty": -0.1}, r"wrong_penalty must be a number in \[0.0, inf\), got -0.1"),
         ({"n_wanderers": -1}, r"n_wanderers must be an integer in \[0, inf\), got -1"),
         ({"chatter_prob": 1.5}, r"chatter_prob must be a number in \[0.0, 1.0\], got 1.5"),
+        ({"walk_bonus": -0.05}, r"walk_bonus must be a number in \[0.0, inf\), got -0.05"),
     ],
 )
 def test_bad_parameters_raise(kwargs, message):

@@ -85,17 +85,18 @@ def run_lockstep(twin, references, steps, seed=0, curriculum=None):
         reward, terminated, truncated = (value.cpu().numpy() for value in (reward, terminated, truncated))
         info = {key: value.cpu().numpy() for key, value in info.items()}
         for i, reference in enumerate(references):
-            failed_before = sum(reference.failed)
+            before = reference.counters()
             ref_obs, ref_reward, ref_terminated, ref_truncated, ref_info = reference.step(int(actions[i]))
-            counts["failed"] += sum(reference.failed) - failed_before
-            counts["silent"] += int(actions[i] >= 4 and ref_reward == 0)
+            change = {key: ref_info[key] - before[key] for key in COUNTERS}  # counted, not read off the reward
+            counts["failed"] += change["instructions_failed"]
+            counts["silent"] += int(actions[i] >= 4 and not any(change.values()))
             where = f"step {step}, env {i}"
             assert np.float32(ref_reward) == reward[i], where
             assert (ref_terminated, ref_truncated) == (terminated[i], truncated[i]), where
             assert ref_info == {key: info[key][i] for key in COUNTERS}, where
             returns[i] += np.float32(ref_reward)
-            counts["right"] += ref_reward == 1
-            counts["wrong"] += ref_reward < 0
+            counts["right"] += change["instructions_right"]
+            counts["wrong"] += change["instructions_wrong"]
             if ref_terminated or ref_truncated:
                 np.testing.assert_array_equal(ref_obs, info["final_obs"][i], err_msg=where)
                 assert info["episode_return"][i] == pytest.approx(returns[i], rel=1e-6, abs=1e-5), where
@@ -131,6 +132,10 @@ def test_instruction_twin_matches_the_reference(device):
     counts = run_lockstep(twin, [InstructionEnv(**two_rooms) for _ in range(16)], 160, seed=1)
     assert counts["right"] > 20 and counts["wrong"] > 100 and counts["failed"] > 2
     assert counts["completed"] > 5 and counts["truncated"] > 2
+    walk_bonus = {**two_rooms, "walk_bonus": 0.05, "announce_returns": False}  # the walks cross the doorway
+    twin = BatchedInstructionEnv(16, device=device, **walk_bonus)
+    counts = run_lockstep(twin, [InstructionEnv(**walk_bonus) for _ in range(16)], 160, seed=4)
+    assert counts["right"] > 20 and counts["completed"] > 5 and counts["truncated"] > 2
 
 
 @pytest.mark.parametrize("device", DEVICES)
