@@ -516,10 +516,11 @@ class InstructionEnv(WordGridEnv):
 
     def _act(self, action: int) -> tuple[float, bool]:
         t = self.step_count - 1  # the step count of the observation the agent acted on
-        walk_before = self.walk_to_ready(t)
+        walk_before = self.walk_to_ready(t) if self.walk_bonus else 0
         reward = self._speak(action - len(MOVES), t) if action >= len(MOVES) else super()._act(action)[0]
         self._place_objects(self.step_count)
-        reward += self.walk_bonus * (walk_before - self.walk_to_ready(self.step_count))
+        if self.walk_bonus:
+            reward += self.walk_bonus * (walk_before - self.walk_to_ready(self.step_count))
         return reward, all(right or failed for right, failed in zip(self.right, self.failed, strict=True))
 
     def _speak(self, sender: int, t: int) -> float:

@@ -1,9 +1,9 @@
 """The batched torch twin of Instruction (`envs.instruction`), for N envs at once.
 
-State per env (the walk bonus's potential is a function of it and of the layout, read from the
-reference's table of walks to each niche): the agent's cell (`x`, `y`; an episode starts on its layout's `start`), which
+State per env: the agent's cell (`x`, `y`; an episode starts on its layout's `start`), which
 instructions were carried out (`right`, N x K bool) or `failed`, the count of `wrong` speech
-actions, and the layout. Everything else is a function
+actions, and the layout. The walk bonus's potential is a function of these (the walk to each niche
+is a table from the reference). Everything else is a function
 of the layout and the step count t, computed afresh each step: who is away (t_k <= t < t_k + delay),
 where the cats are (border cell (phase + t) mod 16), the instruction and chatter words on the
 agent's cell. The episode's `delay`, `wrong_penalty` and `chatter_prob` are part of its layout, one
