@@ -12,6 +12,7 @@ import torch
 
 from agents.acting import act, greedy_actions, sample_actions
 from agents.envs import is_task, make_batched_env, make_env
+from agents.episode_stats import TASK_COUNTERS
 from agents.policy import Policy
 from agents.rollout import resets_next_step
 
@@ -29,7 +30,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Sampled and greedy success, return and length (``success``, ``success_greedy``, ...) over the same
     ``episodes`` held-out layouts (env seed ``seed``); ``gym_config``: the ``[gym]`` table, for a gymnasium env.
-    Without a success measure (``agents/gym_env.py``) there is no ``success``."""
+    Without a success measure (``agents/gym_env.py``) there is no ``success``; a task that counts its
+    instructions (``TASK_COUNTERS``) also gets their means per episode, so a failure can be told apart."""
     sampled = play(policy, env_name, env_config, episodes, seed, device, greedy=False, gym_config=gym_config)
     greedy = play(policy, env_name, env_config, episodes, seed, device, greedy=True, gym_config=gym_config)
     return {**sampled, **{f"{name}_greedy": value for name, value in greedy.items() if name != "episodes"}}
@@ -46,7 +48,8 @@ def play(
     greedy: bool,
     gym_config: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Success rate, mean return and mean length of ``episodes`` episodes (env seed ``seed``, policy in eval mode).
+    """Success rate, mean return and length (and the task's counters) of ``episodes`` episodes (env seed ``seed``,
+    policy in eval mode).
 
     Sampled actions come from a generator of their own, so evaluating in the middle of training leaves
     the training run's random streams untouched.
@@ -66,6 +69,7 @@ def play(
     returns = torch.zeros(episodes, device=device)
     lengths = torch.zeros(episodes, device=device)
     successes = torch.zeros(episodes, device=device)
+    counters: dict[str, torch.Tensor] = {}  # a task counter's value at each episode's end
     was_training = policy.training
     policy.eval()
     step = 0
@@ -80,6 +84,10 @@ def play(
         returns = torch.where(new, info["episode_return"], returns)
         lengths = torch.where(new, info["episode_length"].to(lengths.dtype), lengths)
         successes = torch.where(new, info["success"].to(successes.dtype), successes)
+        for name in TASK_COUNTERS:
+            if name in info:
+                ended = counters.get(name, torch.zeros(episodes, device=device))
+                counters[name] = torch.where(new, info[name].to(ended.dtype), ended)
         finished |= done
         step += 1
         if step % CHECK_EVERY == 0 and bool(finished.all()):
@@ -90,6 +98,7 @@ def play(
         "return": returns.mean().item(),
         "length": lengths.mean().item(),
         "episodes": float(episodes),
+        **{name: values.mean().item() for name, values in counters.items()},
     }
     if not getattr(env, "reports_success", True):
         del results["success"]

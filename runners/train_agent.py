@@ -30,6 +30,7 @@ import memory_models
 from agents.checkpoints import check_resume_steps, load_agent_checkpoint, resume_trainer
 from agents.config_checks import check_agent_config
 from agents.envs import ENV_IDS, check_env_name, is_task
+from agents.episode_stats import TASK_COUNTERS
 from agents.evaluation import evaluate
 from agents.rollout_video import play_episodes, write_animation
 from agents.trainer import EVAL_SEED_OFFSET, Trainer, model_options
@@ -220,8 +221,8 @@ def log_evaluation(writer, trainer: Trainer, run_dir: Path) -> dict[str, float]:
     episodes, device = config["log"]["eval_episodes"], trainer.world.device
     results = evaluate(trainer.policy, trainer.env_name, config["env"], episodes, seed, device, config.get("gym"))
     step = trainer.global_step
-    for name in ("return", "success", "length"):
-        if name not in results:  # an env without a success measure
+    for name in ("return", "success", "length", *TASK_COUNTERS):
+        if name not in results:  # an env without a success measure, a task without counters
             continue
         writer.add_scalar(f"eval/{name}", results[name], step)
         writer.add_scalar(f"eval/{name}_greedy", results[f"{name}_greedy"], step)
@@ -278,23 +279,33 @@ def train(trainer: Trainer, world: World, run_dir: Path) -> None:
     save(trainer, world, checkpoint)
     if evaluating:
         results = log_evaluation(writer, trainer, run_dir)
-        print(f"{describe_evaluation(results)}; checkpoint {checkpoint}")
+        print(describe_evaluation(results, checkpoint))
     if writer is not None:
         writer.close()
 
 
-def describe_evaluation(results: dict[str, float]) -> str:
-    if "success" not in results:  # an env without a success measure
-        return (
-            f"held-out evaluation ({results['episodes']:.0f} episodes): sampled return {results['return']:.3f}, "
-            f"length {results['length']:.1f}; greedy return {results['return_greedy']:.3f}, "
-            f"length {results['length_greedy']:.1f}"
-        )
-    return (
-        f"held-out evaluation ({results['episodes']:.0f} episodes): sampled success {results['success']:.1%}, "
-        f"return {results['return']:.3f}, length {results['length']:.1f}; greedy success "
-        f"{results['success_greedy']:.1%}, return {results['return_greedy']:.3f}, length {results['length_greedy']:.1f}"
+def describe_evaluation(results: dict[str, float], checkpoint: Path | None = None) -> str:
+    """The held-out results as one line (ending in the checkpoint's path when given), and a second line with
+    the instructions per episode where the task counts them."""
+    greedy = {name: results[f"{name}_greedy"] for name in ("return", "length", "success") if name in results}
+    text = f"held-out evaluation ({results['episodes']:.0f} episodes): {describe_policy('sampled', results)}; "
+    text += describe_policy("greedy", greedy)
+    if checkpoint is not None:
+        text += f"; checkpoint {checkpoint}"
+    if "instructions_received" not in results:
+        return text
+    per_episode = "; ".join(
+        f"{policy} {results[f'instructions_right{suffix}']:.2f} right, {results[f'instructions_failed{suffix}']:.2f} "
+        f"wrong sender, {results[f'instructions_wrong{suffix}']:.2f} penalised speech"
+        for policy, suffix in (("sampled", ""), ("greedy", "_greedy"))
     )
+    return f"{text}\ninstructions per episode (of {results['instructions_received']:.2f} received): {per_episode}"
+
+
+def describe_policy(policy: str, results: dict[str, float]) -> str:
+    """``sampled success 50.0%, return 0.500, length 20.0``; no success for an env without a success measure."""
+    success = f"success {results['success']:.1%}, " if "success" in results else ""
+    return f"{policy} {success}return {results['return']:.3f}, length {results['length']:.1f}"
 
 
 def save(trainer: Trainer, world: World, path: Path) -> None:

@@ -131,6 +131,24 @@ def test_greedy_evaluation_takes_the_most_likely_action():
     assert evaluate(trainer.policy, "corridor", env, episodes=32, seed=7, device=torch.device("cpu")) == results
 
 
+def test_evaluation_counts_a_tasks_instructions():
+    """A policy that always walks north never speaks: every instruction is received and none is carried out,
+    failed or spoken wrongly; a uniform policy speaks, and never resolves more instructions than it received."""
+    config = config_for("instruction", CONFIGS / "instruction_quick.toml")
+    trainer = Trainer("instruction", "none", config, CPU, seed=0)
+    with torch.no_grad():
+        trainer.policy.actor.weight.zero_()
+        trainer.policy.actor.bias.zero_()
+        trainer.policy.actor.bias[0] = 1.0  # north, slightly: the greedy policy never speaks
+    results = evaluate(trainer.policy, "instruction", config["env"], episodes=16, seed=3, device=torch.device("cpu"))
+    received = config["env"]["n_instructions"]
+    assert results["instructions_received_greedy"] == received and results["success_greedy"] == 0
+    assert results["instructions_right_greedy"] == results["instructions_failed_greedy"] == 0
+    assert results["instructions_wrong_greedy"] == 0
+    assert results["instructions_wrong"] > 0
+    assert results["instructions_right"] + results["instructions_failed"] <= results["instructions_received"]
+
+
 def test_the_learning_rate_decays_linearly_to_zero_when_asked():
     trainer = corridor_trainer("lstm", "train.lr_decay=true", "train.lr=1e-3", "train.steps=240")
     seen = []
