@@ -6,7 +6,13 @@ import torch
 from torch import Tensor
 
 # Per-episode counters a task may report in `info` (Instruction's accuracy), summed like the rest.
-TASK_COUNTERS = ("instructions_received", "instructions_right", "instructions_failed", "instructions_wrong")
+TASK_COUNTERS = (
+    "instructions_received",
+    "instructions_right",
+    "instructions_failed",
+    "instructions_wrong",
+    "instructions_repeated",
+)
 
 
 class EpisodeStats:
@@ -34,8 +40,9 @@ class EpisodeStats:
         return {name: tensor.clone() for name, tensor in self.sums.items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """A counter the checkpoint's code did not have yet resumes from zero."""
         for name, tensor in self.sums.items():
-            tensor.copy_(state[name])
+            tensor.copy_(state[name]) if name in state else tensor.zero_()
 
     def read(self) -> dict[str, float] | None:
         """Means over the episodes finished since the last read (None if none finished), then start afresh.

@@ -48,6 +48,9 @@ Rules:
     reward -`wrong_penalty`.
   Every penalised speech action is wrong; with `wrong_penalty` 0 speech is free and nothing is
   wrong. Several instructions may be pending at once.
+- Replies (`replies`, default False): a heard speech action is answered on the agent's cell in the
+  next observation, for that one step: `thanks` when it carried out an instruction, `no` otherwise
+  (a failed instruction, or nothing ready). Speech nobody hears gets no reply.
 - Walk bonus (`walk_bonus` b, default 0: off): a potential-based shaping reward (Ng et al. 1999),
   the potential -b x the shortest walk (moves, through the doorways) from the agent to the front cell
   of the nearest ready instruction's target (0 while nothing is ready): every step adds
@@ -66,8 +69,9 @@ Rules:
   every instruction carried out and no wrong speech action.
 - `info` at every step (and reset) counts, in the episode so far: `instructions_received` (shown up
   to and including this observation), `instructions_right` (carried out), `instructions_failed`
-  (a wrong sender said to a ready target) and `instructions_wrong` (penalised speech actions,
-  failed instructions included); the instruction accuracy is right / (right + failed).
+  (a wrong sender said to a ready target), `instructions_wrong` (penalised speech actions,
+  failed instructions included) and `instructions_repeated` (those of them said to a character
+  whose instruction was already resolved); the instruction accuracy is right / (right + failed).
 
 Why these rules (the design aims at a task a memory agent learns and a memoryless one cannot):
 - The sender is shown once, `delay` steps before it can be used, and is drawn uniformly among the
@@ -92,6 +96,13 @@ Why these rules (the design aims at a task a memory agent learns and a memoryles
 - Random start cells are exploring starts: with fixed homes a policy learns the walk to each
   character separately, and one that has stopped walking to some character gets no reward to
   learn that walk from; starting anywhere puts the agent next to every niche in some episodes.
+- Replies make the agent's own speech observable. The policy sees observations only, not its
+  actions or rewards, and speech changes nothing else in view: without a reply, an agent that has
+  just carried out an instruction stands before the same character and cannot tell that it spoke.
+  Of the penalised speech actions of a trained Expire-Span policy without replies (quick preset,
+  seed 2, greedy, 400 episodes), 43 of 66 were said to a character whose instruction it had already
+  carried out, 16 of them on the very next step (BENCHMARKS.md). A reply comes after the one
+  attempt, so it says nothing about a sender that could still be used: the guessing bound holds.
 - Announced returns take the walk out of the memory problem: without them the target's name is
   seen once, `delay` steps before the walk to it; with them the walk is a reaction to what is seen,
   and memory is needed for the sender alone, which no announcement names (the guessing bound above
@@ -139,6 +150,7 @@ from envs.checks import check_int
 
 CHARACTERS = ("butler", "guard", "cook", "merchant", "knight", "wizard", "priest", "farmer")
 TOPICS = ("hello", "gold", "dragon", "bread", "rain", "song", "war", "rumour")
+REPLIES = ("thanks", "no")  # a heard speech action that carried out an instruction, and one that did not
 ROOM_SIZE = 5
 ROOM_PITCH = ROOM_SIZE + 1  # rooms share their east-west walls
 GRID_HEIGHT = ROOM_SIZE + 2
@@ -329,6 +341,7 @@ class InstructionEnv(WordGridEnv):
         chatter_prob: float = 0.5,
         random_homes: bool = True,
         announce_returns: bool = False,
+        replies: bool = False,
         random_start: bool = False,
         walk_bonus: float = 0.0,
         max_steps: int = 1000,
@@ -349,6 +362,9 @@ class InstructionEnv(WordGridEnv):
         if not isinstance(announce_returns, bool):
             raise ValueError(f"announce_returns must be True or False, got {announce_returns!r}")
         self.announce_returns = announce_returns
+        if not isinstance(replies, bool):
+            raise ValueError(f"replies must be True or False, got {replies!r}")
+        self.replies = replies
         if not isinstance(random_start, bool):
             raise ValueError(f"random_start must be True or False, got {random_start!r}")
         self.random_start = random_start
@@ -362,6 +378,7 @@ class InstructionEnv(WordGridEnv):
             *(f"from_{name}" for name in self.names),
             *TOPICS,
             *((f"back_{name}" for name in self.names) if announce_returns else ()),
+            *(REPLIES if replies else ()),
         )
         self.n_actions = len(MOVES) + n_characters
         super().__init__(
@@ -410,6 +427,8 @@ class InstructionEnv(WordGridEnv):
         self.right: list[bool] = []  # per instruction: carried out
         self.failed: list[bool] = []  # per instruction: a wrong sender was said
         self.wrong = 0
+        self.repeated = 0
+        self.reply: str | None = None  # shown on the agent's cell in the observation after a heard speech
 
     def spacing(self, delay: int) -> int:
         """S, the length of each instruction's slot in the schedule under `delay`."""
@@ -477,6 +496,8 @@ class InstructionEnv(WordGridEnv):
         self.right = [False] * self.n_instructions
         self.failed = [False] * self.n_instructions
         self.wrong = 0
+        self.repeated = 0
+        self.reply: str | None = None
         for wanderer in self.wanderers:
             wanderer.cur_pos = None  # the grid is new: nothing to clear
         self._place_objects(0)
@@ -517,6 +538,7 @@ class InstructionEnv(WordGridEnv):
     def _act(self, action: int) -> tuple[float, bool]:
         t = self.step_count - 1  # the step count of the observation the agent acted on
         walk_before = self.walk_to_ready(t) if self.walk_bonus else 0
+        self.reply = None
         reward = self._speak(action - len(MOVES), t) if action >= len(MOVES) else super()._act(action)[0]
         self._place_objects(self.step_count)
         if self.walk_bonus:
@@ -529,12 +551,16 @@ class InstructionEnv(WordGridEnv):
         if listener is None:
             return 0.0
         k = self.instruction_of.get(listener)
+        self.reply = REPLIES[1] if self.replies else None
+        served = k is not None and (self.right[k] or self.failed[k])
         if k is not None and self.ready(t)[k]:
             if self.schedule[k][2] == sender:
                 self.right[k] = True
+                self.reply = REPLIES[0] if self.replies else None
                 return 1.0
             self.failed[k] = True
         self.wrong += self.episode_penalty > 0  # free speech is no mistake
+        self.repeated += served and self.episode_penalty > 0
         return -self.episode_penalty
 
     def walk_to_ready(self, t: int) -> int:
@@ -565,6 +591,7 @@ class InstructionEnv(WordGridEnv):
             "instructions_right": sum(self.right),
             "instructions_failed": sum(self.failed),
             "instructions_wrong": self.wrong,
+            "instructions_repeated": self.repeated,
         }
 
     # ----- observation and rendering -----------------------------------------------------------------
@@ -579,6 +606,8 @@ class InstructionEnv(WordGridEnv):
         entry = (self.chatter_offset + t) % CHATTER_PERIOD
         if self.chatter_draw[entry] < self.episode_chatter_prob:
             words += (self.names[self.chatter_speaker[entry]], TOPICS[self.chatter_topic[entry]])
+        if self.reply is not None:
+            words += (self.reply,)
         return words
 
     @staticmethod

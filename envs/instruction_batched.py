@@ -30,6 +30,7 @@ from envs.checks import check_int
 from envs.instruction import (
     CHATTER_PERIOD,
     PLACEMENTS,
+    REPLIES,
     SLOTS_PER_ROOM,
     START,
     TOPICS,
@@ -45,7 +46,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
     """N Instruction envs in torch tensors; rules in `envs.instruction`."""
 
     reference_class = InstructionEnv
-    state_names = ("x", "y", "right", "failed", "wrong")
+    state_names = ("x", "y", "right", "failed", "wrong", "repeated", "reply")
     curriculum_params = ("delay", "wrong_penalty", "chatter_prob")
 
     def __init__(
@@ -59,6 +60,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self.right = torch.zeros(num_envs, reference.n_instructions, dtype=torch.bool, device=dev)
         self.failed = torch.zeros_like(self.right)
         self.wrong = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self.repeated = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self.reply = torch.zeros(num_envs, dtype=torch.int64, device=dev)  # 0 none, 1 + index in REPLIES
         self._counts: dict[str, torch.Tensor] = {}
         # the task parameters drawn into new layouts (set_task changes them)
         self._task = {key: getattr(reference, key) for key in self.curriculum_params}
@@ -107,6 +110,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self._instruction_words = self.word_table([(), *pairs])  # row 0 no instruction, 1 + target * C + sender
         backs = [(f"back_{name}",) for name in names] if reference.announce_returns else []
         self._return_words = self.word_table([(), *backs])  # row 0 no return, 1 + target
+        replies = [(word,) for word in REPLIES] if reference.replies else []
+        self._reply_words = self.word_table([(), *replies])  # row 0 no reply, 1 + index in REPLIES
         self._placements = tensor(reference.placements)  # PLACEMENTS x C
         self._targets = tensor(reference.targets)  # C! / (C - K)! x K
         self._fixed_homes = tensor(reference.fixed_homes).expand(self.num_envs, -1)  # N x C
@@ -166,6 +171,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         self.right.masked_fill_(new.unsqueeze(1), False)
         self.failed.masked_fill_(new.unsqueeze(1), False)
         self.wrong.masked_fill_(new, 0)
+        self.repeated.masked_fill_(new, 0)
+        self.reply.masked_fill_(new, 0)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, _ = super().reset(seed=seed, options=options)
@@ -182,6 +189,7 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
             "instructions_right": self.right.sum(1),
             "instructions_failed": self.failed.sum(1),
             "instructions_wrong": self.wrong.clone(),
+            "instructions_repeated": self.repeated.clone(),
         }
 
     # ----- rules -----------------------------------------------------------------------------------------
@@ -207,13 +215,17 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         heard = speech & (in_slot & self._present(t)).any(1)  # N: a present character next to the agent
         about_listener = layouts["targets"] == in_slot.long().argmax(1, keepdim=True)  # N x K, at most one
         returned = layouts["times"] + layouts["delay"].unsqueeze(1) <= t.unsqueeze(1)  # N x K
-        ready = about_listener & returned & ~self.right & ~self.failed & heard.unsqueeze(1)  # N x K
+        resolved = self.right | self.failed  # N x K, before this speech
+        served = heard & (about_listener & resolved).any(1)  # N: said to a character already dealt with
+        ready = about_listener & returned & ~resolved & heard.unsqueeze(1)  # N x K
         said_sender = layouts["senders"] == (actions - len(MOVES)).unsqueeze(1)  # N x K
         self.right |= ready & said_sender
         self.failed |= ready & ~said_sender
         right = (ready & said_sender).any(1)
         wrong = heard & ~right & (layouts["wrong_penalty"] > 0)  # N: free speech is no mistake
         self.wrong += wrong
+        self.repeated += served & (layouts["wrong_penalty"] > 0)
+        self.reply = torch.where(heard, torch.where(right, 1, 2), 0)  # N, read by _observe when replies are on
         reward = right.double() - wrong * layouts["wrong_penalty"]  # N float64: 0, +1 or -wrong_penalty
         x, y = self.x + self._dx.take(actions), self.y + self._dy.take(actions)
         stay = self._blocked.take(y * self._width + x)
@@ -272,6 +284,8 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
             back = layouts["times"] + layouts["delay"].unsqueeze(1) == t.unsqueeze(1)  # N x K, at most one
             returned = (back * (layouts["targets"] + 1)).sum(1)  # N, row 0: nobody returns now
             words |= self._return_words.index_select(0, returned)
+        if self.reference.replies:
+            words |= self._reply_words.index_select(0, self.reply)
         return words
 
     def reference_view(self, i: int) -> InstructionEnv:
@@ -281,6 +295,9 @@ class BatchedInstructionEnv(BatchedWordGridEnv):
         reference.right = self.right[i].tolist()
         reference.failed = self.failed[i].tolist()
         reference.wrong = int(self.wrong[i])
+        reference.repeated = int(self.repeated[i])
+        reply = int(self.reply[i])
+        reference.reply = REPLIES[reply - 1] if reference.replies and reply else None
         reference.step_count = int(self.step_count[i])
         reference._place_objects(reference.step_count)
         return reference

@@ -296,7 +296,8 @@ def describe_evaluation(results: dict[str, float], checkpoint: Path | None = Non
         return text
     per_episode = "; ".join(
         f"{policy} {results[f'instructions_right{suffix}']:.2f} right, {results[f'instructions_failed{suffix}']:.2f} "
-        f"wrong sender, {results[f'instructions_wrong{suffix}']:.2f} penalised speech"
+        f"wrong sender, {results[f'instructions_wrong{suffix}']:.2f} penalised speech "
+        f"({results[f'instructions_repeated{suffix}']:.2f} to characters already dealt with)"
         for policy, suffix in (("sampled", ""), ("greedy", "_greedy"))
     )
     return f"{text}\ninstructions per episode (of {results['instructions_received']:.2f} received): {per_episode}"

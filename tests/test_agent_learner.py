@@ -8,7 +8,7 @@ import torch
 
 from agents.acting import GraphedActing, compiled_acting, eager_acting, sample_actions
 from agents.envs import make_batched_env
-from agents.episode_stats import EpisodeStats
+from agents.episode_stats import TASK_COUNTERS, EpisodeStats
 from agents.policy import Policy
 from agents.rollout import Carry, Timing, collect, gae
 from agents.trainer import Trainer
@@ -254,3 +254,18 @@ def test_episode_stats_average_finished_episodes_and_instruction_accuracy():
         del info[name]
     stats.add(torch.tensor([True, True, True]), info)
     assert "instruction_accuracy" not in stats.read()  # tasks without instructions report none
+
+
+def test_episode_stats_resume_a_checkpoint_from_before_a_counter_existed_with_it_at_zero():
+    stats = EpisodeStats(2, torch.device("cpu"))
+    info = {name: torch.tensor([2, 3]) for name in TASK_COUNTERS}
+    info |= {"episode_return": torch.tensor([1.0, 2.0]), "episode_length": torch.tensor([5, 7])}
+    info["success"] = torch.ones(2)
+    stats.add(torch.tensor([True, True]), info)
+    old = stats.state_dict()
+    del old["instructions_repeated"]  # what a checkpoint written before that counter holds
+    resumed = EpisodeStats(2, torch.device("cpu"))
+    resumed.sums["instructions_repeated"] += 9  # stale: must not survive the load
+    resumed.load_state_dict(old)
+    read = resumed.read()
+    assert read["instructions_repeated"] == 0 and read["instructions_wrong"] == 2.5 and read["length"] == 6

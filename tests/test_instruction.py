@@ -94,6 +94,7 @@ def test_defaults_vocabulary_and_actions():
         "instructions_right": 0,
         "instructions_failed": 0,
         "instructions_wrong": 0,
+        "instructions_repeated": 0,
     }
     assert env.agent_pos == (3, 3) and (env.width, env.height) == (25, 7)
     static = env.static_grid()
@@ -195,6 +196,7 @@ def test_the_target_is_away_for_delay_steps_then_the_right_sender_is_rewarded_on
     assert reward == 1 and not terminated and info["instructions_right"] == 1 and env.right[0]
     _, reward, _, _, info = env.step(_say("guard"))  # carried out: nothing is ready any more
     assert reward == pytest.approx(-0.1) and info["instructions_right"] == 1 and info["instructions_wrong"] == 1
+    assert info["instructions_repeated"] == 1  # said again to a character already dealt with
 
 
 def test_a_wrong_sender_fails_the_instruction_for_good():
@@ -209,6 +211,7 @@ def test_a_wrong_sender_fails_the_instruction_for_good():
         "instructions_right": 0,
         "instructions_failed": 1,
         "instructions_wrong": 1,
+        "instructions_repeated": 0,
     }
     _, reward, _, _, info = env.step(_say("guard"))  # the right sender, too late: nothing is ready
     assert reward == -0.5 and info == {
@@ -216,6 +219,7 @@ def test_a_wrong_sender_fails_the_instruction_for_good():
         "instructions_right": 0,
         "instructions_failed": 1,
         "instructions_wrong": 2,
+        "instructions_repeated": 1,
     }
 
 
@@ -246,7 +250,33 @@ def test_speech_to_nobody_is_silent_and_to_a_character_with_nothing_ready_is_pen
         "instructions_right": 1,
         "instructions_failed": 0,
         "instructions_wrong": 2,
+        "instructions_repeated": 0,
     }
+
+
+def test_a_heard_speech_is_answered_on_the_next_observation_only_with_replies():
+    cells = {}
+    for replies in (False, True):
+        env = InstructionEnv(delay=2, wrong_penalty=0.5, replies=replies, **QUIET)
+        env.reset(options={"layout": _layout(env, [0, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1])})
+        _go_to_slot_0(env)  # step count 3: the butler is back and its instruction ready
+        cells[replies] = []
+        for action in (_say("guard"), NORTH, _say("guard"), EAST, _say("cook")):  # right, wait, nothing ready, nobody
+            obs, *_ = env.step(action)
+            cells[replies].append(_words(env, obs))
+        assert ("thanks" in env.vocab) == replies and ("no" in env.vocab) == replies
+    assert cells[True] == [{"agent", "thanks"}, {"agent"}, {"agent", "no"}, {"agent"}, {"agent"}]
+    assert cells[False] == [{"agent"}] * 5
+
+
+def test_a_reply_follows_a_failed_instruction_and_free_speech():
+    env = InstructionEnv(delay=2, wrong_penalty=0.0, replies=True, **QUIET)
+    env.reset(options={"layout": _layout(env, [0, 100, 110, 120], [0, 2, 3, 4], [1, 1, 1, 1])})
+    _go_to_slot_0(env)
+    obs, reward, *_ = env.step(_say("cook"))  # a wrong sender: the instruction fails, free of charge
+    assert reward == 0 and env.failed[0] and _words(env, obs) == {"agent", "no"}
+    obs, reward, *_ = env.step(_say("guard"))  # nothing is ready any more
+    assert reward == 0 and _words(env, obs) == {"agent", "no"}
 
 
 def test_the_episode_ends_once_every_instruction_is_resolved_right_or_wrong():
@@ -272,6 +302,7 @@ def test_the_episode_ends_once_every_instruction_is_resolved_right_or_wrong():
         "instructions_right": 2,
         "instructions_failed": 1,
         "instructions_wrong": 1,
+        "instructions_repeated": 0,
     }
 
 
@@ -452,6 +483,7 @@ def test_ansi_shows_characters_by_initial_and_cats():
         ({"n_characters": 3, "n_instructions": 4}, r"n_instructions must be an integer in \[1, 3\], got 4"),
         ({"random_homes": 1}, r"random_homes must be True or False, got 1"),
         ({"announce_returns": "yes"}, r"announce_returns must be True or False, got 'yes'"),
+        ({"replies": 1}, r"replies must be True or False, got 1"),
         ({"random_start": None}, r"random_start must be True or False, got None"),
         ({"delay": 0}, r"delay must be an integer in \[1, 995\], got 0"),
         ({"delay": 996}, r"delay must be an integer in \[1, 995\], got 996"),

@@ -22,7 +22,13 @@ from tests.test_batched_lockstep import DEVICES
 
 SMALL = {"n_rooms": 1, "n_characters": 3, "n_instructions": 3, "delay": 4, "n_wanderers": 3, "max_steps": 60}
 NORTH, EAST, SOUTH, WEST = range(4)
-COUNTERS = ("instructions_received", "instructions_right", "instructions_failed", "instructions_wrong")
+COUNTERS = (
+    "instructions_received",
+    "instructions_right",
+    "instructions_failed",
+    "instructions_wrong",
+    "instructions_repeated",
+)
 
 
 def policy(references, rng):
@@ -66,7 +72,7 @@ def step_towards(reference, niche):
 def run_lockstep(twin, references, steps, seed=0, curriculum=None):
     """Drive twin and references together; assert equality each step; return counts of what happened.
     `curriculum`: {step: task parameters} passed to `twin.set_task` before that step."""
-    counts = {"right": 0, "wrong": 0, "failed": 0, "silent": 0, "success": 0, "completed": 0, "truncated": 0}
+    counts = dict.fromkeys(("right", "wrong", "repeated", "failed", "silent", "success", "completed", "truncated"), 0)
     obs, info = twin.reset(seed=seed)
     obs, info = obs.cpu(), {key: value.cpu().numpy() for key, value in info.items()}
 
@@ -97,6 +103,7 @@ def run_lockstep(twin, references, steps, seed=0, curriculum=None):
             returns[i] += np.float32(ref_reward)
             counts["right"] += change["instructions_right"]
             counts["wrong"] += change["instructions_wrong"]
+            counts["repeated"] += change["instructions_repeated"]
             if ref_terminated or ref_truncated:
                 np.testing.assert_array_equal(ref_obs, info["final_obs"][i], err_msg=where)
                 assert info["episode_return"][i] == pytest.approx(returns[i], rel=1e-6, abs=1e-5), where
@@ -118,6 +125,7 @@ def test_instruction_twin_matches_the_reference(device):
     twin = BatchedInstructionEnv(32, device=device, **SMALL)
     counts = run_lockstep(twin, [InstructionEnv(**SMALL) for _ in range(32)], 320)  # 10,240 steps
     assert counts["right"] > 300 and counts["wrong"] > 600 and counts["failed"] > 30 and counts["silent"] > 100
+    assert 30 < counts["repeated"] < counts["wrong"]
     assert counts["completed"] > 100 and counts["success"] > 20 and counts["truncated"] > 20
     two_rooms = {
         "n_rooms": 2,
@@ -126,13 +134,14 @@ def test_instruction_twin_matches_the_reference(device):
         "chatter_prob": 0.9,
         "random_homes": False,
         "announce_returns": True,
+        "replies": True,
         "random_start": True,
     }
     twin = BatchedInstructionEnv(16, device=device, **two_rooms)
     counts = run_lockstep(twin, [InstructionEnv(**two_rooms) for _ in range(16)], 160, seed=1)
     assert counts["right"] > 20 and counts["wrong"] > 100 and counts["failed"] > 2
     assert counts["completed"] > 5 and counts["truncated"] > 2
-    walk_bonus = {**two_rooms, "walk_bonus": 0.05, "announce_returns": False}  # the walks cross the doorway
+    walk_bonus = {**two_rooms, "walk_bonus": 0.05, "announce_returns": False, "replies": False}  # across the doorway
     twin = BatchedInstructionEnv(16, device=device, **walk_bonus)
     counts = run_lockstep(twin, [InstructionEnv(**walk_bonus) for _ in range(16)], 160, seed=4)
     assert counts["right"] > 20 and counts["completed"] > 5 and counts["truncated"] > 2
@@ -140,10 +149,11 @@ def test_instruction_twin_matches_the_reference(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_instruction_twin_matches_the_reference_through_curriculum_changes(device):
-    twin = BatchedInstructionEnv(32, device=device, **SMALL)
+    replies = {**SMALL, "replies": True}  # a reply to free speech too
+    twin = BatchedInstructionEnv(32, device=device, **replies)
     free_speech = {"delay": 2, "chatter_prob": 1.0, "wrong_penalty": 0.0}  # speech costs nothing, nothing is wrong
     curriculum = {100: {"delay": 12, "wrong_penalty": 0.35}, 200: free_speech}
-    counts = run_lockstep(twin, [InstructionEnv(**SMALL) for _ in range(32)], 320, seed=3, curriculum=curriculum)
+    counts = run_lockstep(twin, [InstructionEnv(**replies) for _ in range(32)], 320, seed=3, curriculum=curriculum)
     assert counts["right"] > 200 and counts["wrong"] > 300 and counts["completed"] > 60 and counts["truncated"] > 10
     assert torch.all(twin.layouts["delay"] == 2) and torch.all(twin.layouts["chatter_prob"] == 1.0)
     assert torch.all(twin.layouts["wrong_penalty"] == 0.0) and counts["success"] > 20
