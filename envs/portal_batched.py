@@ -5,7 +5,9 @@ and `mistakes`, a bit mask of the rooms where it erred this episode (a second mi
 one bit per room suffices). The layout is a bit mask too: bit k of `layouts["correct"]` is the
 layout value of room k + 1 (1: its south door is right), so the twin accepts up to `MAX_ROOMS`
 rooms (62 bits of one int64 draw); `layout(i)` unpacks it into the reference's array. Keeping every
-per-env quantity one int64 keeps a step at about 35 small torch ops.
+per-env quantity one int64 keeps a step at about 35 small torch ops. `layouts["rooms"]` holds each
+episode's rooms in play, so that `set_task(active_rooms=k)` (a rooms curriculum) changes only the
+episodes that begin after it.
 
 All rooms are alike, so moving within a room is tabulated once per (cell, action): the cell it leads
 to (the entry cell after a door: the agent always lands on one) and the door it enters, if any.
@@ -31,6 +33,7 @@ class BatchedPortalEnv(BatchedWordGridEnv):
 
     reference_class = PortalEnv
     state_names = ("room", "cell", "mistakes")
+    curriculum_params = ("active_rooms",)
 
     def __init__(
         self,
@@ -39,10 +42,12 @@ class BatchedPortalEnv(BatchedWordGridEnv):
         render_mode: str | None = None,
         n_rooms: int = 50,
         max_steps: int = 1000,
+        active_rooms: int | None = None,
     ):
         check_int("n_rooms", n_rooms, 2, MAX_ROOMS)
-        super().__init__(num_envs, device, render_mode, n_rooms=n_rooms, max_steps=max_steps)
+        super().__init__(num_envs, device, render_mode, n_rooms=n_rooms, max_steps=max_steps, active_rooms=active_rooms)
         self.n_rooms = n_rooms
+        self.active_rooms = self.reference.active_rooms  # drawn into the layouts of new episodes
         self.room = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.cell = torch.full((num_envs,), ENTRY_CELL, dtype=torch.int64, device=self.device)
         self.mistakes = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
@@ -81,7 +86,11 @@ class BatchedPortalEnv(BatchedWordGridEnv):
     def _sample_layouts(self) -> dict[str, torch.Tensor]:
         masks = 2 ** (self.n_rooms - 1)  # every bit uniform and independent
         draw = torch.randint(0, masks, (self.num_envs,), generator=self.generator, device=self.device)
-        return {"correct": draw}
+        rooms = torch.full((self.num_envs,), self.active_rooms, dtype=torch.int64, device=self.device)
+        return {"correct": draw, "rooms": rooms}
+
+    def _set_task(self, params: dict[str, int]) -> None:
+        self.active_rooms = check_int("active_rooms", params["active_rooms"], 2, self.n_rooms)
 
     def _begin_episodes(self, new: torch.Tensor) -> None:
         self.room.masked_fill_(new, 0)
@@ -96,7 +105,7 @@ class BatchedPortalEnv(BatchedWordGridEnv):
         wrong = door + right_door == NORTH_DOOR + SOUTH_DOOR
         second_mistake = wrong & ((self.mistakes >> self.room) & 1).bool()
         self.mistakes |= wrong.long() << self.room
-        success = right & (self.room == self.n_rooms - 2)
+        success = right & (self.room == self.layouts["rooms"] - 2)
         reward = self._rewards.index_select(0, self.room) * right
         self.room = torch.where(right, self.room + 1, self.room.masked_fill(wrong, 0))
         self.cell = self._next_cell.index_select(0, flat)
@@ -106,7 +115,10 @@ class BatchedPortalEnv(BatchedWordGridEnv):
         return self.encode_windows(self._windows, torch.add(self.cell, self.room, alpha=ROOM_SIZE**2))
 
     def layout(self, i: int) -> dict[str, np.ndarray]:
-        return {"correct": (int(self.layouts["correct"][i]) >> np.arange(self.n_rooms - 1)) & 1}
+        return {
+            "correct": (int(self.layouts["correct"][i]) >> np.arange(self.n_rooms - 1)) & 1,
+            "rooms": np.array(int(self.layouts["rooms"][i]), dtype=np.int64),
+        }
 
     def reference_view(self, i: int) -> PortalEnv:
         self.reference.reset(options={"layout": self.layout(i)})

@@ -25,8 +25,9 @@ DEVICES = [
 ]
 
 
-def run_lockstep(twin, references, steps, action_probs, seed=0):
-    """Drive twin and references together; assert equality each step; return counts of what happened."""
+def run_lockstep(twin, references, steps, action_probs, seed=0, curriculum=None):
+    """Drive twin and references together; assert equality each step; return counts of what happened.
+    `curriculum`: {step: task parameters} passed to `twin.set_task` before that step."""
     n = twin.num_envs
     counts = {"success": 0, "failure": 0, "truncated": 0, "back_to_room_one": 0}
     obs, _ = twin.reset(seed=seed)
@@ -35,6 +36,8 @@ def run_lockstep(twin, references, steps, action_probs, seed=0):
     returns, lengths = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.int64)
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):
+        if step in (curriculum or {}):
+            twin.set_task(**curriculum[step])
         actions = torch.multinomial(torch.tensor(action_probs), n, replacement=True, generator=generator)
         rooms_before = [getattr(reference, "room", 0) for reference in references]
         obs, reward, terminated, truncated, info = twin.step(actions.to(twin.device))
@@ -82,6 +85,35 @@ def test_portal_twin_matches_the_reference(device):
     twin = BatchedPortalEnv(12, device=device)  # the paper's 50 rooms and 1000 steps
     counts = run_lockstep(twin, [PortalEnv() for _ in range(12)], 1050, [0.04, 0.46, 0.04, 0.46], seed=1)
     assert counts["truncated"] > 3 and counts["failure"] > 0 and counts["back_to_room_one"] > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_portal_twin_matches_the_reference_through_rooms_curriculum_changes(device):
+    small = {"n_rooms": 4, "max_steps": 100}
+    twin = BatchedPortalEnv(32, device=device, active_rooms=2, **small)
+    curriculum = {150: {"active_rooms": 4}, 300: {"active_rooms": 3}}
+    probs = [0.45, 0.05, 0.45, 0.05]
+    counts = run_lockstep(twin, [PortalEnv(**small) for _ in range(32)], 450, probs, seed=2, curriculum=curriculum)
+    assert counts["success"] > 40 and counts["failure"] > 20 and counts["truncated"] > 5
+    assert torch.all(twin.layouts["rooms"] == 3)
+
+
+def test_portal_set_task_changes_only_the_episodes_that_begin_after_it():
+    twin = BatchedPortalEnv(8, n_rooms=6, max_steps=40, active_rooms=5)
+    twin.reset(seed=0)
+    walk = torch.full((8,), 1)  # east, into the wall: every episode runs to the time limit, all at once
+    for _ in range(10):
+        twin.step(walk)
+    twin.set_task(active_rooms=2)
+    for _ in range(29):
+        twin.step(walk)
+        assert torch.all(twin.layouts["rooms"] == 5)
+    _, _, _, truncated, _ = twin.step(walk)
+    assert truncated.all() and torch.all(twin.layouts["rooms"] == 2)
+    with pytest.raises(ValueError, match=r"cannot change n_rooms between episodes \(changeable: active_rooms\)"):
+        twin.set_task(n_rooms=3)
+    with pytest.raises(ValueError, match=r"active_rooms must be an integer in \[2, 6\], got 7"):
+        twin.set_task(active_rooms=7)
 
 
 RESTORE_CASES = [

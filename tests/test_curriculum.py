@@ -8,6 +8,7 @@ from agents.curriculum import Curriculum, check_curriculum_config
 from agents.envs import make_batched_env
 from runners import train_agent
 from training.checkpoint import load_checkpoint
+from training.config import resolve
 
 STAGES = [{"max_length": 3}, {"max_length": 6}]
 
@@ -20,6 +21,21 @@ def corridor(num_envs: int = 8):
 
 def lengths(env) -> torch.Tensor:
     return torch.as_tensor(env.length_of[env.layouts["start"].numpy()])  # N: each env's corridor length
+
+
+SHIPPED = [
+    (task, path)
+    for task in ("corridor", "portal", "instruction")
+    for path in sorted(train_agent.CONFIG_DIR.glob(f"{task}*.toml"))
+]
+
+
+@pytest.mark.parametrize(("task", "path"), SHIPPED, ids=lambda case: getattr(case, "stem", case))
+def test_every_shipped_curriculum_ends_on_the_task_it_is_evaluated_on(task, path):
+    config = resolve(train_agent.preset_path(task), path)
+    stages = config["curriculum"]["stages"]
+    reference = make_batched_env(task, 1, "cpu", **config["env"]).reference  # built from [env], as held out
+    assert not stages or {key: getattr(reference, key) for key in stages[-1]} == stages[-1]
 
 
 def test_promotion_needs_a_full_window_of_the_stage_at_the_threshold():

@@ -81,7 +81,7 @@ def test_starts_in_room_one_whose_word_is_on_the_agent_cell_and_walls_block():
 def test_correct_doors_teleport_onwards_with_reward_and_the_last_room_ends():
     env = PortalEnv(n_rooms=4)
     correct = np.array([1, 0, 1])
-    env.reset(options={"layout": {"correct": correct}})
+    env.reset(options={"layout": {"correct": correct, "rooms": 4}})
     for k in (1, 2, 3):
         obs, reward, terminated, truncated, _ = _take_door(env, (NORTH, SOUTH)[correct[k - 1]])
         assert reward == pytest.approx(0.1 * k)
@@ -91,7 +91,7 @@ def test_correct_doors_teleport_onwards_with_reward_and_the_last_room_ends():
 
 def test_wrong_doors_send_back_to_room_one_and_two_mistakes_in_a_room_end():
     env = PortalEnv(n_rooms=5)
-    env.reset(options={"layout": {"correct": np.array([0, 1, 0, 0])}})
+    env.reset(options={"layout": {"correct": np.array([0, 1, 0, 0]), "rooms": 5}})
     _take_door(env, NORTH)  # right: room 2
     obs, reward, terminated, _, _ = _take_door(env, NORTH)  # wrong in room 2
     assert reward == 0 and not terminated
@@ -110,6 +110,22 @@ def test_wrong_doors_send_back_to_room_one_and_two_mistakes_in_a_room_end():
     assert reward == 0 and terminated and not truncated
 
 
+def test_with_fewer_rooms_in_play_reaching_the_last_of_them_is_the_success():
+    env = PortalEnv(n_rooms=5, active_rooms=3)
+    env.reset(seed=0)
+    assert int(env.layout["rooms"]) == 3
+    correct = env.layout["correct"]
+    _, reward, terminated, _, _ = _take_door(env, (NORTH, SOUTH)[correct[0]])
+    assert reward == pytest.approx(0.1) and not terminated
+    _, reward, terminated, truncated, _ = _take_door(env, (NORTH, SOUTH)[correct[1]])
+    assert reward == pytest.approx(0.2) and terminated and not truncated and _local(env)[0] == 2
+    env.reset(options={"layout": {"correct": correct, "rooms": 5}})  # a layout names its own rooms
+    for k in range(1, 4):
+        _, _, terminated, _, _ = _take_door(env, (NORTH, SOUTH)[correct[k - 1]])
+        assert not terminated
+    assert _take_door(env, (NORTH, SOUTH)[correct[3]])[2]
+
+
 def test_episode_is_truncated_after_1000_steps():
     env = PortalEnv()
     env.reset(seed=0)
@@ -124,6 +140,8 @@ def test_episode_is_truncated_after_1000_steps():
         ({"n_rooms": 0}, r"n_rooms must be an integer in \[2, inf\), got 0"),
         ({"n_rooms": 1}, r"n_rooms must be an integer in \[2, inf\), got 1"),
         ({"max_steps": 0}, r"max_steps must be an integer in \[1, inf\), got 0"),
+        ({"n_rooms": 4, "active_rooms": 1}, r"active_rooms must be an integer in \[2, 4\], got 1"),
+        ({"n_rooms": 4, "active_rooms": 5}, r"active_rooms must be an integer in \[2, 4\], got 5"),
     ],
 )
 def test_bad_parameters_raise(kwargs, message):
