@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from runners.plot_curves import check_runs, read_events
 from training.checkpoint import CheckpointError, load_checkpoint
 
@@ -25,8 +27,9 @@ COLUMNS = (
 
 
 def first_reaching(steps: list[int], values: list[float], level: float) -> int | None:
-    """Index of the first value at or above ``level``, or None."""
-    return next((i for i, value in enumerate(values) if value >= level), None)
+    """Index of the first value at or above ``level``, or None. TensorBoard keeps scalars in float32, so a
+    logged 0.9 reads back as 0.89999998: the level is compared in float32 too."""
+    return next((i for i, value in enumerate(values) if np.float32(value) >= np.float32(level)), None)
 
 
 def summarize(run_dir: Path, level: float) -> list[str]:

@@ -184,3 +184,17 @@ def test_summarize_runs_tabulates_a_run(tmp_path, capsys):
     assert summarize_runs.main([str(run_dir), "--level", "0.01"]) == 0
     row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
     assert row[0] == f"| {run_dir.name}" and row[1:4] == ["ppo", "4", "30"]
+
+
+def test_summarize_runs_counts_a_logged_success_equal_to_the_level(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from runners.plot_curves import read_events
+
+    with SummaryWriter(tmp_path) as writer:  # 0.9 is stored as float32 0.89999998
+        for step, value in ((100, 0.5), (200, 0.9), (300, 1.0)):
+            writer.add_scalar("eval/success_greedy", value, step)
+    steps, values, _ = read_events(tmp_path, ["eval/success_greedy"])["eval/success_greedy"]
+    assert summarize_runs.first_reaching(steps, values, 0.9) == 1
+    assert summarize_runs.first_reaching(steps, values, 0.95) == 2
+    assert summarize_runs.first_reaching(steps, values, 1.0) == 2
