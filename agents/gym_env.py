@@ -76,7 +76,12 @@ class GymVectorEnv:
             mode = "vector_entry_point" if gymnasium.spec(env_id).vector_entry_point is not None else "sync"
         self.mode = mode
         vector_kwargs = {"autoreset_mode": AUTORESETS[gym["autoreset"]]} if mode != "vector_entry_point" else {}
-        env = gymnasium.make_vec(env_id, num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs, **env_kwargs)
+        try:
+            env = gymnasium.make_vec(env_id, num_envs, mode, vector_kwargs=vector_kwargs, **env_kwargs)
+        except TypeError as error:
+            if not env_kwargs:
+                raise
+            raise ValueError(f"{env_id} does not take the [env] arguments {', '.join(env_kwargs)}: {error}") from None
         self.base = env
         self.env = env if reports_own_statistics(env) else RecordEpisodeStatistics(env)
         # gymnasium's default, for a vector entry point that does not say

@@ -26,8 +26,13 @@ timeout 120 python3 -m runners.bench_agent --device cuda --config configs/corrid
     --models expire_span transformer_xl lstm --algorithms a2c ppo --updates 5 --warmup 2 2>&1 \
     | tail -8 | tee "$OUT/bench_agent.txt"
 
-# 3. Learning: the GPU Corridor preset (lengths U(3, 200), curriculum) for 4 minutes, then its held-out figures.
-timeout 240 python3 runners/train_agent.py --env corridor --config configs/corridor_gpu.toml --device cuda \
+# 2b. Throughput of the paper-scale Instruction GPU preset (4 rooms, delay 300, 1024 envs), PPO (under a minute).
+timeout 90 python3 -m runners.bench_agent --env instruction --device cuda --config configs/instruction_gpu.toml \
+    --models expire_span transformer_xl --algorithms ppo --updates 3 --warmup 1 2>&1 \
+    | tail -5 | tee "$OUT/bench_instruction_gpu.txt"
+
+# 3. Learning: the GPU Corridor preset (lengths U(3, 200), curriculum) for 3.5 minutes, then its held-out figures.
+timeout 210 python3 runners/train_agent.py --env corridor --config configs/corridor_gpu.toml --device cuda \
     --logdir "$OUT/runs" > "$OUT/corridor_gpu.log" 2>&1
 python3 runners/summarize_runs.py "$OUT"/runs/* | tee "$OUT/corridor_gpu_summary.md"
 run=$(ls -d "$OUT"/runs/* | head -1)

@@ -137,6 +137,7 @@ def test_render_writes_a_gif_of_grid_and_memory_strip(tmp_path):
         (["--env", "corridor", "--set", "train.lr=fast"], "train.lr must be float"),
         (["--env", "corridor", "--set", "model.expire_span.max_span=0"], "max_span and ramp must be at least 1"),
         (["--env", "corridor", "--set", "env.max_length=2"], "max_length must be an integer in [3,"),
+        (["--env", "CartPole-v1", "--set", "env.foo=1"], "CartPole-v1 does not take the [env] arguments foo"),
         (["--env", "corridor", "--steps", "0"], "--steps must be at least 1"),
         (["--env", "corridor", "--device", "tpu"], "unknown device 'tpu'"),
         (["--env", "corridor", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),

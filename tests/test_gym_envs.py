@@ -156,6 +156,19 @@ def test_cartpole_trains_on_the_default_preset_and_evaluates_without_success(tmp
     assert list(tmp_path.glob("CartPole-v1-gru-seed0-*/rollout-step*.gif"))
 
 
+def test_env_arguments_from_the_config_reach_gymnasium_make():
+    """The generic preset's [env] is open: a time limit set there truncates every episode at it."""
+    truncated_at_5 = {}
+    for limit in (5, 500):
+        env = Trainer("CartPole-v1", "none", small_config(f"env.max_episode_steps={limit}"), CPU, seed=0).env
+        env.reset(seed=0)
+        for _ in range(5):  # pushed one way for 5 steps: no pole falls yet
+            _, _, terminated, truncated, _ = env.step(torch.tensor([0, 1, 0, 1]))
+        assert not terminated.any()
+        truncated_at_5[limit] = truncated.tolist()
+    assert truncated_at_5 == {5: [True] * 4, 500: [False] * 4}
+
+
 def test_an_unknown_env_names_the_choices(capsys):
     with pytest.raises(SystemExit):
         train_agent.main(["--env", "NoSuchEnv-v0"])

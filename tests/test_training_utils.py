@@ -50,6 +50,19 @@ def test_config_file_is_checked_too(preset, tmp_path):
         resolve(preset, config_file=tmp_path / "missing.toml")
 
 
+def test_a_table_the_preset_leaves_empty_takes_any_keys_from_the_file_and_the_overrides(tmp_path):
+    preset = tmp_path / "preset.toml"
+    preset.write_text("[env]\n[train]\nlr = 1e-4\n")
+    user = tmp_path / "user.toml"
+    user.write_text('[env]\nsize = 7\nmode = "fast"\n')
+    config = resolve(preset, config_file=user, overrides=["env.size=9", "env.max_episode_steps=96"])
+    assert config == {"env": {"size": 9, "mode": "fast", "max_episode_steps": 96}, "train": {"lr": 1e-4}}
+    with pytest.raises(ConfigError, match="train.momentum"):
+        resolve(preset, config_file=user, overrides=["train.momentum=0.9"])
+    with pytest.raises(ConfigError, match="env is a table"):
+        merge({"env": {}}, {"env": 3})
+
+
 def test_nested_override_parsing():
     assert parse_overrides(["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
 

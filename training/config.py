@@ -2,7 +2,9 @@
 
 A runner loads its preset (every key with its default), merges a user's ``--config FILE`` onto it,
 then ``--set section.key=value`` overrides. A key the preset does not have, or a value of another
-type, stops the run at once with a message naming the key and the valid choices.
+type, stops the run at once with a message naming the key and the valid choices. A table the preset
+leaves empty is open: it takes any keys (the generic preset's ``[env]``, keyword arguments for an outside
+env's ``gymnasium.make``, which only that env can check).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``base`` with ``update``'s values; every key of ``update`` must exist in ``base`` with the same type."""
+    """``base`` with ``update``'s values; every key of ``update`` must exist in ``base`` with the same type,
+    except in a table that ``base`` leaves empty (an open table)."""
     merged = copy.deepcopy(base)
     for key, value in update.items():
         name = f"{prefix}{key}"
@@ -58,7 +61,7 @@ def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dic
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name} is a table of settings, got {value!r}")
-            merged[key] = merge(base[key], value, prefix=f"{name}.")
+            merged[key] = copy.deepcopy(value) if base[key] == {} else merge(base[key], value, prefix=f"{name}.")
         else:
             merged[key] = _check_type(name, base[key], value)
     return merged
@@ -87,9 +90,17 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return nested
 
 
+def _overlay(lower: dict[str, Any], upper: dict[str, Any]) -> dict[str, Any]:
+    """``lower`` with ``upper``'s values on top, table by table, unchecked."""
+    result = copy.deepcopy(lower)
+    for key, value in upper.items():
+        both_tables = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = _overlay(result[key], value) if both_tables else copy.deepcopy(value)
+    return result
+
+
 def resolve(preset: str | Path, config_file: str | Path | None = None, overrides: list[str] = ()) -> dict[str, Any]:
-    """The preset, then the user's config file, then the overrides, each checked against the preset."""
-    config = load_toml(preset)
-    if config_file is not None:
-        config = merge(config, load_toml(config_file))
-    return merge(config, parse_overrides(list(overrides)))
+    """The preset, then the user's config file, then the overrides, checked against the preset together (so an
+    open table takes keys from both)."""
+    user = load_toml(config_file) if config_file is not None else {}
+    return merge(load_toml(preset), _overlay(user, parse_overrides(list(overrides))))
