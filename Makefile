@@ -7,6 +7,7 @@ STUDY_STAMP := $(VENV)/.installed-study
 STUDY ?= configs/studies/corridor_cpu.toml
 WORKERS ?= 2
 THREADS ?= 1
+OUT ?=
 
 .PHONY: setup train test lint bench study clean
 
@@ -31,9 +32,10 @@ $(STUDY_STAMP): $(STAMP)
 train: $(STAMP)
 	$(PY) runners/train_agent.py --env corridor
 
-# make study STUDY=configs/studies/portal_cpu.toml WORKERS=2 THREADS=1
+# make study STUDY=configs/studies/portal_cpu.toml WORKERS=2 THREADS=1 [OUT=docs/studies/portal_cpu]
+# OUT under docs/studies/ keeps the finished cells' results under git (docs/studies/.gitignore).
 study: $(STUDY_STAMP)
-	$(PY) -m runners.study $(STUDY) --workers $(WORKERS) --threads $(THREADS)
+	$(PY) -m runners.study $(STUDY) --workers $(WORKERS) --threads $(THREADS) $(if $(OUT),--out $(OUT))
 
 test: $(STUDY_STAMP)
 	$(PY) -m pytest -q

@@ -1,10 +1,13 @@
-"""Data-parallel training under torchrun: two CPU processes (gloo), each with its own envs, keep equal parameters."""
+"""Data-parallel training under torchrun: two CPU processes (gloo), each with its own envs, keep equal parameters,
+on a task's batched twin and on a gymnasium env through make_vec."""
 
 import re
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+
+import pytest
 
 from tests.two_ranks import worker_errors
 
@@ -23,8 +26,8 @@ from training.distributed import close_world, init_world
 torch.set_num_threads(1)
 world = init_world("cpu")
 overrides = ["train.num_envs=3", "ppo.minibatches=3", "train.unroll=6", "model.d_model=16", "model.n_heads=2",
-             "env.max_length=6", "train.compile_acting=false"]
-trainer = Trainer("corridor", "expire_span", resolve("configs/corridor_quick.toml", overrides=overrides), world, 0)
+             "train.compile_acting=false", *{extra}]
+trainer = Trainer({env!r}, "expire_span", resolve({preset!r}, overrides=overrides), world, 0)
 initial = parameters_to_vector(trainer.policy.parameters()).detach().clone()
 for _ in range(3):
     trainer.update()
@@ -44,9 +47,17 @@ close_world(world)
 """
 
 
-def test_two_ranks_keep_identical_parameters():
+@pytest.mark.parametrize(
+    ("env", "preset", "extra"),
+    [
+        ("corridor", "configs/corridor_quick.toml", ["env.max_length=6"]),
+        ("CartPole-v1", "configs/default_quick.toml", []),
+    ],
+)
+def test_two_ranks_keep_identical_parameters(env, preset, extra):
+    worker = WORKER.format(env=env, preset=preset, extra=extra)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command += ["--no-python", sys.executable, "-c", WORKER]
+    command += ["--no-python", sys.executable, "-c", worker]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if result.returncode and CRASHED_RANK.search(result.stderr):
         # Once in CI (2026-12-01) a rank died of SIGABRT inside gloo, never reproduced here in 59 runs; a real
