@@ -215,6 +215,22 @@ def test_symbolic_images_encode_codes_as_categories_not_intensities():
         ImageEncoder(spaces.Box(0.0, 1.0, (5, 5, 3), np.float32), "hwc", "symbolic")
 
 
+def test_the_minigrid_memory_config_starts_with_the_dead_actions_rare():
+    """configs/minigrid_memory.toml: pickup, drop, toggle and done change nothing in Memory; its action_bias makes
+    them rare in the untrained policy, and the three moves keep their share."""
+    config = resolve(
+        train_agent.CONFIG_DIR / train_agent.DEFAULT_PRESET, train_agent.CONFIG_DIR / "minigrid_memory.toml", SMALL
+    )
+    trainer = Trainer("MiniGrid-MemoryS7-v0", "lstm", config, CPU, seed=0)
+    obs, _ = trainer.env.reset(seed=0)
+    state = trainer.policy.initial_state(obs.shape[0], "cpu")
+    with torch.no_grad():
+        logits, _, _, _ = trainer.policy(obs[:, None], state, torch.ones(obs.shape[0], 1, dtype=torch.bool))
+    probs = logits.softmax(-1).reshape(-1, 7)  # rows x actions
+    assert (probs[:, 3:].sum(-1) < 0.05).all()
+    assert (probs[:, :3] > 0.15).all()
+
+
 def test_an_unknown_image_kind_stops_the_run(tmp_path, capsys):
     args = ["--env", "tests.tiny_envs:Tiny-image-v0", "--set", 'agent.image="rgb"', "--logdir", str(tmp_path)]
     with pytest.raises(SystemExit) as stop:
